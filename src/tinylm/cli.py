@@ -55,7 +55,13 @@ def build_parser():
         fn = _load(target)
         parser = ArgumentParser(description=(fn.__doc__ or "").split("\n\n")[0].strip())
         parser.add_argument("--config", action=ActionConfigFile, help="YAML file with values for any option.")
-        parser.add_function_arguments(fn, as_positional=True)
+        if path == "pipeline":
+            from .pipeline import add_arguments
+
+            add_arguments(parser)
+            parser.add_argument("--overwrite", type=bool, default=False, help="Start a different run afresh.")
+        else:
+            parser.add_function_arguments(fn, as_positional=True)
         words = path.split()
         if len(words) == 1:
             verbs.add_subcommand(words[0], parser, help=_summary(fn))
@@ -92,6 +98,16 @@ def _call(cfg) -> object:
     return fn, sub
 
 
+def _namespace_to_dict(obj):
+    from jsonargparse import Namespace
+
+    if isinstance(obj, Namespace):
+        return obj.as_dict()
+    if isinstance(obj, dict):
+        return {k: _namespace_to_dict(v) for k, v in obj.items()}
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tinylm` console script."""
     argv = normalize_argv(sys.argv[1:] if argv is None else argv)
@@ -101,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         init = parser.instantiate(cfg)
         fn, args = _call(init)
         kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
+        if fn.__name__ == "run_pipeline":
+            overwrite = kwargs.pop("overwrite")
+            kwargs = {"recipe": _namespace_to_dict(kwargs), "overwrite": overwrite}
         fn(**kwargs)
     except TinyLMError as e:
         print(f"tinylm: error: {e}", file=sys.stderr)

@@ -91,3 +91,58 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """The dotted path of the first field where two nested configs differ, or None if equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            diff = first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if diff:
+                return diff
+        return None
+    return None if old == new else f"{prefix.rstrip('.')} (was {old!r}, now {new!r})"
+
+
+def check_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: bool = False) -> bool:
+    """Guard an output directory against mixing two different runs.
+
+    Returns True if `out` already holds a run with this exact `config` (in its `config.yaml`), False if it
+    is absent or empty. Raises TinyLMError if it holds something else, unless `overwrite` is set (then
+    the old contents are removed).
+    """
+    from .errors import TinyLMError
+
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if overwrite:
+        shutil.rmtree(out)
+        return False
+    saved = out / "config.yaml"
+    if not saved.exists():
+        raise TinyLMError(f"output directory {out} is not empty and holds no tinylm config.yaml; choose another")
+    with open(saved, encoding="utf-8") as f:
+        old = yaml.safe_load(f)
+    diff = first_difference(old, to_plain(config))
+    if diff:
+        raise TinyLMError(
+            f"output directory {out} already holds a different run: {diff}. "
+            "Choose another output directory or pass --overwrite true"
+        )
+    return True
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, paths and tuples turned into YAML-safe dicts, strings and lists."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj

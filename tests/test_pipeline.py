@@ -1,0 +1,96 @@
+"""The main job: stages run in order, finished stages are skipped, different runs are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinylm.cli import main
+
+TEXT = "\n".join(f"Line {i}: to be, or not to be, that is the question {i * 7}." for i in range(400))
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "out": str(tmp_path / "run"),
+                "data": str(corpus),
+                "stages": ["tokenizer", "shards"],
+                "tokenizer": {"vocab_size": 300},
+                "shards": {"val_fraction": 0.2},
+            }
+        )
+    )
+    return path
+
+
+def test_pipeline_runs_stages_and_writes_report(recipe: Path, tmp_path: Path) -> None:
+    assert main(["pipeline", str(recipe)]) == 0
+    run = tmp_path / "run"
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    manifest = json.loads((run / "shards" / "manifest.json").read_text())
+    assert manifest["splits"]["val"]["tokens"] > 0
+    state = json.loads((run / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["tokenizer", "shards"]
+    assert state["stages"]["tokenizer"]["options"]["vocab_size"] == 300
+    report = (run / "report.md").read_text()
+    assert "## tokenizer" in report and "## shards" in report
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["tokenizer"]["vocab_size"] == 300
+
+
+def test_pipeline_skips_finished_stages(recipe: Path, tmp_path: Path, capsys) -> None:
+    assert main(["pipeline", str(recipe)]) == 0
+    tok = tmp_path / "run" / "tokenizer" / "tokenizer.json"
+    before = tok.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer: already done" in out and "shards: already done" in out
+    assert tok.stat().st_mtime_ns == before
+
+
+def test_pipeline_runs_only_missing_stages(recipe: Path, tmp_path: Path, capsys) -> None:
+    assert main(["pipeline", str(recipe), "--stages", "[tokenizer]"]) == 0
+    assert not (tmp_path / "run" / "shards").exists()
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer: already done" in out and "[2/2] shards" in out
+    assert (tmp_path / "run" / "shards" / "manifest.json").is_file()
+
+
+def test_pipeline_refuses_a_different_run(recipe: Path, tmp_path: Path, capsys) -> None:
+    assert main(["pipeline", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe), "--tokenizer.vocab-size", "320"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a different run" in err and "tokenizer.vocab_size" in err
+    assert "Traceback" not in err
+    assert main(["pipeline", str(recipe), "--tokenizer.vocab-size", "320", "--overwrite", "true"]) == 0
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert state["stages"]["tokenizer"]["options"]["vocab_size"] == 320
+
+
+def test_pipeline_unknown_stage_and_missing_recipe(recipe: Path, tmp_path: Path, capsys) -> None:
+    assert main(["pipeline", str(recipe), "--stages", "[tokenizer, nonsense]"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pipeline", str(tmp_path / "missing.yaml")])
+    assert exit_info.value.code != 0
+
+
+def test_pipeline_python_api(recipe: Path, tmp_path: Path) -> None:
+    from tinylm import run_pipeline
+
+    run = run_pipeline(recipe, stages=["tokenizer"])
+    assert (run / "tokenizer" / "tokenizer_config.json").is_file()
+    assert json.loads((run / "pipeline.json").read_text())["stages"].keys() == {"tokenizer"}
