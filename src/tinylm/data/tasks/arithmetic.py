@@ -1,0 +1,104 @@
+"""Arithmetic word problems in English, for GRPO with a verifiable reward and for SFT.
+
+Each row is `{"prompt", "completion", "answer"}`: the problem, a worked solution whose every step is an
+equation ("12 + 7 = 19.") ending in "The answer is N.", and N as an integer. Problems come from a handful of
+templates of one to three steps (add, take away, multiply, share equally, give change), with numbers the
+seed draws; every intermediate value is a non-negative integer. `arithmetic_reward` in
+`tinylm.eval.rewards` checks a model's last number against `answer`. Rows are split by prompt text, so a
+held-out problem is never trained on, whatever the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from . import Rows
+
+POOL = 20_000  # problems drawn; duplicates are dropped, the rest split about 90 / 10
+# fmt: off
+NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Isla", "Jack",
+         "Kate", "Leo", "Mia", "Noah", "Olivia", "Paul", "Ruby", "Sam", "Tara", "Will"]
+ITEMS = ["apples", "pencils", "stickers", "marbles", "cookies", "books", "stamps", "shells", "cards",
+         "balloons", "eggs", "coins"]
+# fmt: on
+Step = tuple[int, str, int, int]  # (a, op, b, result)
+
+
+def _ops(a: int, op: str, b: int) -> Step:
+    result = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+    return a, op, b, result
+
+
+def _gain(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    a, b = r.randint(2, 99), r.randint(2, 99)
+    question = f"{name} has {a} {item}. Then {name} gets {b} more. How many {item} does {name} have now?"
+    return question, [_ops(a, "+", b)]
+
+
+def _loss(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    a = r.randint(10, 99)
+    b = r.randint(1, a - 1)
+    friend = r.choice([n for n in NAMES if n != name])
+    question = (
+        f"{name} has {a} {item} and gives {b} of them to {friend}. How many {item} does {name} have left?"
+    )
+    return question, [_ops(a, "-", b)]
+
+
+def _boxes(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    a, b = r.randint(2, 12), r.randint(2, 12)
+    question = f"{name} buys {a} boxes of {item}. Each box holds {b} {item}. How many {item} does {name} buy?"
+    return question, [_ops(a, "*", b)]
+
+
+def _share(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    each, friends = r.randint(2, 12), r.randint(2, 9)
+    total = each * friends
+    question = (
+        f"{name} shares {total} {item} equally among {friends} friends. How many {item} does each friend get?"
+    )
+    return question, [_ops(total, "/", friends)]
+
+
+def _boxes_then_give(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    a, boxes, per = r.randint(1, 30), r.randint(2, 9), r.randint(2, 12)
+    bought = _ops(boxes, "*", per)
+    have = _ops(a, "+", bought[3])
+    gave = r.randint(1, have[3] - 1)
+    question = (
+        f"{name} has {a} {item}, buys {boxes} packs of {per} {item} each, and then gives away {gave}. "
+        f"How many {item} does {name} have now?"
+    )
+    return question, [bought, have, _ops(have[3], "-", gave)]
+
+
+def _change(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    price, count = r.randint(1, 9), r.randint(2, 9)
+    cost = _ops(price, "*", count)
+    paid = r.choice([b for b in (20, 50, 100) if b > cost[3]])
+    question = (
+        f"{item.capitalize()} cost {price} dollars each. {name} buys {count} and pays with a {paid}-dollar bill. "
+        f"How many dollars of change does {name} get?"
+    )
+    return question, [cost, _ops(paid, "-", cost[3])]
+
+
+Template = Callable[[random.Random, str, str], tuple[str, list[Step]]]
+TEMPLATES: list[Template] = [_gain, _loss, _boxes, _share, _boxes_then_give, _change]
+
+
+def solution(steps: list[Step]) -> str:
+    """The worked solution: one equation per step, then "The answer is N."."""
+    lines = [f"{a} {op} {b} = {result}." for a, op, b, result in steps]
+    return " ".join([*lines, f"The answer is {steps[-1][3]}."])
+
+
+def rows(source: str | None, rng: random.Random) -> Rows:
+    seen = set()
+    for _ in range(POOL):
+        question, steps = rng.choice(TEMPLATES)(rng, rng.choice(NAMES), rng.choice(ITEMS))
+        if question in seen:
+            continue
+        seen.add(question)
+        yield question, {"prompt": question, "completion": solution(steps), "answer": steps[-1][3]}

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, programmatic rewards, task scoring and reports."""
