@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from ..errors import TinyLMError
@@ -64,7 +64,9 @@ class ModelConfig:
                 "(grouped-query attention shares each key/value head among a whole number of query heads)"
             )
         if self.head_dim % 2:
-            raise TinyLMError(f"head dimension d_model/n_head={self.head_dim} must be even for rotary embeddings")
+            raise TinyLMError(
+                f"head dimension d_model/n_head={self.head_dim} must be even for rotary embeddings"
+            )
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("type")
             if kind not in ("linear", "ntk"):
@@ -104,7 +106,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "50m": dict(d_model=640, n_layer=10, n_head=10, d_ff=1728, max_seq_len=512),
     # The shape of SmolLM2-135M (Llama architecture, GQA 9/3, tied embeddings).
     "smollm2-135m": dict(
-        vocab_size=49152, d_model=576, n_layer=30, n_head=9, n_kv_head=3, d_ff=1536,
-        max_seq_len=8192, rope_theta=100000.0, norm_eps=1e-5, tie_embeddings=True,
+        vocab_size=49152,
+        d_model=576,
+        n_layer=30,
+        n_head=9,
+        n_kv_head=3,
+        d_ff=1536,
+        max_seq_len=8192,
+        rope_theta=100000.0,
+        norm_eps=1e-5,
+        tie_embeddings=True,
     ),
 }
