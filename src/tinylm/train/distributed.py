@@ -1,0 +1,108 @@
+"""Running the same training code on one process or many (`torchrun --nproc_per_node N`).
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; when they are present we join a process group (NCCL on
+GPUs, gloo on CPU) and wrap the model in DDP, or shard it with FSDP2 (`fully_shard`) for models that do
+not fit one device. Without them everything here is a no-op, so the loop has a single code path. Only rank
+0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group if there is one; return our place in it and our device.
+
+    On CUDA each process takes the GPU of its local rank.
+    """
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return Dist(), device
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def wrap_model(model: nn.Module, d: Dist, fsdp: bool) -> nn.Module:
+    """DDP (replicated weights, all-reduced gradients) or FSDP2 (sharded per block, then the root).
+
+    Returns the module to call in the training step; the original `model` keeps the plain parameter names
+    used by checkpoints.
+    """
+    if not d.enabled:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in getattr(model, "layers", []):
+            fully_shard(block)
+        return fully_shard(model)
+    device_ids = [model_device(model)] if model_device(model).type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def all_reduce_mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Mean of a tensor over all processes (the tensor itself on a single process)."""
+    if d.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)  # gloo has no AVG
+        value /= d.world_size
+    return value
+
+
+def all_gather(obj: object, d: Dist) -> list[object]:
+    """Every process's `obj` (a list of one on a single process)."""
+    if not d.enabled:
+        return [obj]
+    out: list[object] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: object, d: Dist) -> object:
+    """Rank 0's `obj` on every process."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,128 @@
+"""Checkpoints and resume: bitwise continuation, interrupted saves, config mismatches, pruning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_loop import config, lm_loss, lm_task, tiny_model, window_batch
+
+from tinylm.errors import TinyLMError
+from tinylm.train import Task
+from tinylm.train.checkpointing import checkpoint_dirs, latest_checkpoint
+from tinylm.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded machine idle-spinning threads slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def interrupt_at(index: int):
+    """A batch function that sends this process SIGINT while fetching micro-batch `index`."""
+
+    def batch(i):
+        if i == index:
+            signal.raise_signal(signal.SIGINT)
+        return window_batch(i)
+
+    return batch
+
+
+def test_20_steps_equal_10_plus_signal_plus_resume(tmp_path):
+    """Dropout is on, so the RNG state must be restored too; the signal path saves the checkpoint."""
+    straight_model = tiny_model(dropout=0.1)
+    straight = train(straight_model, lm_task(), config(), tmp_path / "straight")
+
+    first = train(tiny_model(dropout=0.1), Task(interrupt_at(9), lm_loss), config(), tmp_path / "resumed")
+    assert first.interrupted and first.step == 10
+    assert [p.name for p in checkpoint_dirs(tmp_path / "resumed" / "checkpoints")] == ["step-00000010"]
+    resumed_model = tiny_model(
+        dropout=0.1, seed=99
+    )  # different init: everything must come from the checkpoint
+    second = train(resumed_model, lm_task(), config(), tmp_path / "resumed")
+
+    assert second.step == 20 and not second.interrupted
+    assert first.losses + second.losses == straight.losses  # bitwise
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+
+
+def test_resume_with_another_config_names_the_field(tmp_path):
+    train(tiny_model(), lm_task(), config(max_steps=3), tmp_path)
+    with pytest.raises(TinyLMError, match=r"train\.lr \(was 0\.003, now 0\.001\)"):
+        train(tiny_model(), lm_task(), config(max_steps=3, lr=1e-3), tmp_path)
+
+
+def test_keeps_last_k_and_best(tmp_path):
+    val = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.95])
+
+    def evaluate(model):
+        return {"val_loss": next(val)}
+
+    cfg = config(max_steps=12, eval_every=2, checkpoint_every=2, keep_last=2)
+    train(tiny_model(), Task(window_batch, lm_loss, evaluate), cfg, tmp_path)
+    kept = [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")]
+    assert kept == ["step-00000004", "step-00000010", "step-00000012"]  # best (0.5 at step 4) + last 2
+
+
+KILLED_SAVE = textwrap.dedent(
+    """
+    import sys, time, torch
+    sys.path.insert(0, {tests!r})
+    from test_train_loop import config, lm_task, tiny_model
+    from tinylm.train.loop import train
+
+    torch.set_num_threads(1)
+    real_save, calls = torch.save, [0]
+
+    def hanging_save(obj, f, *a, **kw):
+        calls[0] += 1
+        if calls[0] == 3:  # the third checkpoint: write half a file, then wait to be killed
+            with open(f, "wb") as fh:
+                fh.write(b"partial" * 1000)
+                fh.flush()
+            print("SAVING", flush=True)
+            time.sleep(600)
+        real_save(obj, f, *a, **kw)
+
+    torch.save = hanging_save
+    train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), {out!r})
+    """
+)
+
+
+def test_checkpoint_survives_kill_9_during_save(tmp_path):
+    out = tmp_path / "run"
+    code = KILLED_SAVE.format(tests=str(ROOT / "tests"), out=str(out))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"SAVING"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    root = out / "checkpoints"
+    assert latest_checkpoint(root).name == "step-00000002"
+    assert any(p.name.startswith(".step-00000003") for p in root.iterdir())  # the half-written save
+
+    resumed = train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), out)
+    straight = train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), tmp_path / "straight")
+    assert resumed.losses == straight.losses[2:]
+    assert not any(p.name.startswith(".") for p in root.iterdir())  # leftovers swept
