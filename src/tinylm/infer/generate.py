@@ -1,0 +1,125 @@
+"""`tinylm generate`: complete one prompt (streamed to the terminal) or a file of prompts (batched, JSONL out)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import TinyLMError
+from ..io import atomic_file
+from .engine import Engine, Sequence
+from .sampling import SamplingParams
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a .jsonl file (a "prompt" field per line) or a text file (one prompt per non-empty line)."""
+    if not Path(path).is_file():
+        raise TinyLMError(f"--prompts_file {path} does not exist")
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if Path(path).suffix != ".jsonl":
+        return [line for line in lines if line.strip()]
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TinyLMError(f"{path}:{n}: not valid JSON ({e})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise TinyLMError(f'{path}:{n}: expected an object with a string "prompt" field')
+        prompts.append(record["prompt"])
+    return prompts
+
+
+def generate(
+    model: Path,
+    prompt: str | None = None,
+    prompts_file: Path | None = None,
+    chat: bool = False,
+    system: str | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+    batch_size: int = 16,
+    out: Path | None = None,
+    device: str = "cpu",
+) -> list[Sequence]:
+    """Generate text from a checkpoint, for one prompt or a file of prompts.
+
+    One `--prompt` streams its completion to stdout. `--prompts_file` decodes all prompts in batches and
+    writes one JSON line per prompt (prompt, text, finish_reason, token counts) to stdout or `--out`.
+
+    Args:
+        model: Checkpoint directory (model weights, config and tokenizer files).
+        prompt: The text to continue.
+        prompts_file: A .jsonl file with a "prompt" field per line, or a text file with one prompt per line.
+        chat: Wrap each prompt as a user message in the model's chat template (and stop at end of turn).
+        system: System message placed before the user message when `chat` is set.
+        max_new_tokens: Most tokens to generate per prompt.
+        temperature: Sampling temperature; 0 decodes greedily (the same text every time).
+        top_k: Sample only among the k most likely tokens (0: all).
+        top_p: Sample from the smallest set of tokens whose probability reaches top_p.
+        min_p: Drop tokens less likely than min_p times the most likely one.
+        repetition_penalty: Above 1 discourages tokens already in the prompt or output.
+        presence_penalty: Subtracted from the logit of every token already generated.
+        frequency_penalty: Subtracted from a token's logit once per time it was generated.
+        seed: Seed for sampling (prompt i of a file uses seed + i); none draws a fresh sample each run.
+        stop: Strings that end the completion (not included in the text).
+        batch_size: Prompts decoded together.
+        out: JSONL output file for `--prompts_file` (default: stdout).
+        device: Torch device (cpu, cuda).
+    """
+    if (prompt is None) == (prompts_file is None):
+        raise TinyLMError("give exactly one of --prompt or --prompts_file")
+    if batch_size < 1:
+        raise TinyLMError(f"--batch_size must be >= 1, got {batch_size}")
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        seed=seed,
+        stop=list(stop or []),
+    ).validate()
+    engine = Engine.load(model, device=device, max_batch_size=batch_size)
+    texts = [prompt] if prompt is not None else read_prompts(prompts_file)
+    if chat:
+        head = [{"role": "system", "content": system}] if system else []
+        texts = [engine.chat_prompt([*head, {"role": "user", "content": t}]) for t in texts]
+    if prompt is not None:
+        seq = engine.sequence(texts[0], params)
+        for piece in engine.stream(seq):
+            print(piece, end="", flush=True)
+        print()
+        return [seq]
+    seqs = engine.generate(texts, params)
+    records = [
+        {
+            "prompt": p,
+            "text": s.text,
+            "finish_reason": s.finish_reason,
+            "prompt_tokens": len(s.prompt_ids),
+            "completion_tokens": len(s.token_ids),
+        }
+        for p, s in zip(read_prompts(prompts_file), seqs, strict=True)
+    ]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if out is None:
+        sys.stdout.write(lines)
+    else:
+        with atomic_file(out) as f:
+            f.write(lines)
+    return seqs

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server (`tinylm serve`) and its web chat page."""

@@ -1,0 +1,179 @@
+"""The OpenAI wire format: request bodies, their mapping to `SamplingParams`, responses and errors.
+
+Requests are validated here so that every user mistake becomes an `APIError` with OpenAI's error shape
+(`{"error": {"message", "type", "param", "code"}}`) and the right status, never a 500.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import TinyLMError
+from ..infer.engine import Sequence
+from ..infer.sampling import SamplingParams
+
+
+class APIError(Exception):
+    """An error response: HTTP status plus OpenAI's error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class _Request(BaseModel):
+    """Fields shared by both endpoints; top_k, min_p, repetition_penalty and ignore_eos extend OpenAI's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        """JSON null means "use the default", as in OpenAI's API."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def sampling(self, max_tokens: int, top_logprobs: int = 0) -> SamplingParams:
+        if self.n != 1:
+            raise APIError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        params = SamplingParams(
+            max_new_tokens=max_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            stop=stop,
+            ignore_eos=self.ignore_eos,
+            top_logprobs=top_logprobs,
+        )
+        try:
+            return params.validate()
+        except TinyLMError as e:
+            raise APIError(400, str(e), param=str(e).split()[0]) from None
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str] | list[int]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+
+
+class ContentPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+
+    def plain(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": self.role, "content": text}
+
+
+class ChatRequest(_Request):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+def parse(cls: type[_Request], data: Any) -> _Request:
+    """Validate a decoded JSON body, turning the first problem into a 400 that names the field."""
+    if not isinstance(data, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise APIError(400, f"{where}: {err['msg']}", param=where) from None
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(seq: Sequence) -> dict[str, int]:
+    n_in, n_out = len(seq.prompt_ids), len(seq.token_ids)
+    return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+
+
+def completion_logprobs(seq: Sequence, tokenizer, start: int, end: int) -> dict[str, Any]:
+    """Legacy completions logprobs for tokens start..end: tokens, token_logprobs, top_logprobs."""
+    ids = seq.token_ids[start:end]
+    return {
+        "tokens": [tokenizer.decode([i]) for i in ids],
+        "token_logprobs": seq.logprobs[start:end],
+        "top_logprobs": [
+            {tokenizer.decode([i]): lp for i, lp in top.items()} for top in seq.top_logprobs[start:end]
+        ]
+        or None,
+        "text_offset": None,
+    }
+
+
+def chat_logprobs(seq: Sequence, tokenizer, start: int, end: int) -> dict[str, Any]:
+    """Chat logprobs for tokens start..end: one entry per token, with its alternatives."""
+
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = tokenizer.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    content = []
+    for k in range(start, end):
+        item = entry(seq.token_ids[k], seq.logprobs[k])
+        tops = seq.top_logprobs[k] if k < len(seq.top_logprobs) else {}
+        item["top_logprobs"] = [entry(i, lp) for i, lp in tops.items()]
+        content.append(item)
+    return {"content": content}
+
+
+def envelope(kind: str, rid: str, model: str, choices: list[dict], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        **extra,
+    }

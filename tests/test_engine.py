@@ -1,0 +1,149 @@
+"""The engine on a tiny random checkpoint: batching, KV-cache exactness, stops, streaming, CLI and chat."""
+
+import io
+import json
+
+import pytest
+import torch
+from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fixture)
+
+from tinylm.cli import main
+from tinylm.errors import TinyLMError
+from tinylm.infer import Engine, SamplingParams
+from tinylm.infer.chat import ChatSession, write_chat_transcript
+from tinylm.infer.text import TextStream
+
+PROMPTS = ["To be", "or not to be, that is the question", "床前明月光", "q", "The quick brown fox jumps"]
+GREEDY = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("engine"))
+
+
+@pytest.fixture(scope="module")
+def engine(ckpt):
+    return Engine.load(ckpt, max_batch_size=3)
+
+
+def test_batched_greedy_equals_one_at_a_time(engine):
+    # 5 prompts through 3 rows: rows finish at different steps, leave, and new prompts join mid-decode.
+    params = [SamplingParams(temperature=0, max_new_tokens=n, ignore_eos=True) for n in (12, 5, 12, 8, 12)]
+    batched = engine.generate(PROMPTS, params)
+    for prompt, p, b in zip(PROMPTS, params, batched, strict=True):
+        alone = engine.generate([prompt], p)[0]
+        assert b.token_ids == alone.token_ids
+        assert b.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+        assert len(b.token_ids) == p.max_new_tokens and b.finish_reason == "length"
+
+
+def test_cached_decoding_equals_a_full_forward_pass(engine):
+    seq = engine.generate([PROMPTS[1]], GREEDY)[0]
+    ids = torch.tensor([seq.prompt_ids + seq.token_ids])
+    with torch.no_grad():
+        logp = engine.model(ids).log_softmax(-1)[0]
+    n = len(seq.prompt_ids)
+    expected = [logp[n - 1 + i, t].item() for i, t in enumerate(seq.token_ids)]
+    assert seq.logprobs == pytest.approx(expected, abs=1e-4)
+    assert seq.token_ids == logp[n - 1 : -1].argmax(-1).tolist()
+
+
+def test_seeded_sampling_is_reproducible_and_batch_independent(engine):
+    params = SamplingParams(temperature=1.0, top_p=0.9, seed=3, max_new_tokens=16, ignore_eos=True)
+    alone = engine.generate([PROMPTS[2]], params)[0]
+    again = engine.generate(PROMPTS[2:], params)[0]  # batched with others; row 0 keeps seed 3
+    assert alone.token_ids == again.token_ids
+    group = engine.generate([PROMPTS[2]] * 3, params)  # one prompt repeated: rows get seeds 3, 4, 5
+    assert len({tuple(s.token_ids) for s in group}) > 1
+
+
+def test_stop_token_and_stop_string(engine):
+    full = engine.generate([PROMPTS[0]], GREEDY)[0]
+    stop_tok = full.token_ids[5]
+    first = full.token_ids.index(stop_tok)
+    seq = engine.generate(
+        [PROMPTS[0]], SamplingParams(temperature=0, max_new_tokens=16, stop_token_ids=[stop_tok])
+    )[0]
+    assert seq.finish_reason == "stop" and seq.token_ids == full.token_ids[: first + 1]
+    assert seq.text == engine.decode(full.token_ids[:first])
+    visible = full.text[3:6]
+    cut = engine.generate([PROMPTS[0]], SamplingParams(temperature=0, max_new_tokens=16, stop=[visible]))[0]
+    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(visible)]
+
+
+def test_context_limit_names_both_numbers(engine):
+    with pytest.raises(TinyLMError, match=r"context is 256 tokens.*250 new tokens"):
+        engine.sequence(PROMPTS[1], SamplingParams(max_new_tokens=250))
+
+
+def test_stream_matches_generate(engine):
+    seq = engine.sequence(PROMPTS[3], GREEDY)
+    pieces = list(engine.stream(seq))
+    assert "".join(pieces) == seq.text == engine.generate([PROMPTS[3]], GREEDY)[0].text
+
+
+def test_text_stream_never_splits_a_character(engine):
+    text = "床前明月光，疑是地上霜。"
+    ids = engine.tokenizer.encode(text)
+    assert len(ids) > len(text)  # characters really are split over byte tokens
+    stream = TextStream(engine.decode)
+    pieces = [stream.push(i) for i in ids] + [stream.finish()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+    assert sum(1 for p in pieces if p) > 3  # streamed in pieces, not all at the end
+
+
+def test_text_stream_holds_back_a_possible_stop_string(engine):
+    stream = TextStream(engine.decode, stop=["ab!"])
+    out = [stream.push(engine.tokenizer.encode(c)[0]) for c in "xab"]
+    assert out == ["x", "", ""]  # "ab" may become "ab!"
+    assert stream.push(engine.tokenizer.encode("c")[0]) == "abc"
+    assert [stream.push(engine.tokenizer.encode(c)[0]) for c in "ab!z"] == ["", "", "", ""]
+    assert stream.stopped and stream.text == "xabc"
+
+
+def test_generate_cli(ckpt, tmp_path, capsys):
+    assert main(["generate", "--model", str(ckpt), "--prompt", "To be", "--max_new_tokens", "8"]) == 0
+    streamed = capsys.readouterr().out
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "To be"}\n{"prompt": "床前"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["generate", "--model", str(ckpt), "--prompts-file", str(prompts), "--max-new-tokens", "8"]
+    assert main([*args, "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in records] == ["To be", "床前"]
+    assert records[0]["text"] + "\n" == streamed
+    assert main(["generate", "--model", str(ckpt)]) == 2
+    assert "exactly one of --prompt or --prompts_file" in capsys.readouterr().err
+
+
+def test_chat_session_commands_and_history(engine):
+    session = ChatSession(engine, SamplingParams(temperature=0, max_new_tokens=6))
+    lines = iter(
+        ["/system Be brief.", "hello", "/set temperature 0.5", "/set top_p 2", "/bogus", "again", "/quit"]
+    )
+    out = io.StringIO()
+    session.run(lambda _: next(lines), out)
+    text = out.getvalue()
+    assert "system message set" in text and "(temperature = 0.5)" in text
+    assert "error: top_p must be a number in (0, 1]" in text and "error: unknown command /bogus" in text
+    assert [m["role"] for m in session.messages()] == ["system", "user", "assistant", "user", "assistant"]
+    assert session.command("/reset") and session.messages() == [{"role": "system", "content": "Be brief."}]
+
+
+def test_chat_forgets_old_turns_to_fit_the_context(engine):
+    session = ChatSession(engine, SamplingParams(temperature=0, max_new_tokens=100))
+    for _ in range(4):
+        session.reply("To be, or not to be, that is the question. " * 2)
+    prompt = engine.chat_prompt(session.messages()[:-1])
+    assert len(engine.tokenizer.encode(prompt)) + 100 <= engine.context
+    assert len(session.history) < 8
+
+
+def test_chat_transcript(ckpt, tmp_path):
+    text = write_chat_transcript(
+        ckpt, tmp_path / "chat.md", ["Hi", "床前明月光"], system="Be brief.", max_new_tokens=5
+    )
+    assert (tmp_path / "chat.md").read_text(encoding="utf-8") == text
+    assert text.count("**User:**") == 2 and text.startswith("**System:** Be brief.")

@@ -1,0 +1,219 @@
+"""The OpenAI-compatible server, live on 127.0.0.1, driven by the official `openai` client and raw HTTP."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from infer_fixtures import make_engine, one_thread  # noqa: F401 (autouse fixture)
+
+from tinylm.infer import SamplingParams
+from tinylm.infer.engine import Batch
+from tinylm.serve.app import create_app
+
+KEY = "sk-test"
+
+
+class LiveServer:
+    """uvicorn in a background thread on a free port."""
+
+    def __init__(self, app) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return make_engine(tmp_path_factory.mktemp("server"))
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    app = create_app(engine, "tiny", api_key=KEY, max_batch=2, max_queue=1, max_body_bytes=20_000)
+    live = LiveServer(app)
+    live.scheduler = app.state.scheduler
+    yield live
+    live.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def post(server, path: str, body, key: str | None = KEY, **kw) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    content = body if isinstance(body, bytes | str) else json.dumps(body)
+    return httpx.post(server.url + path, content=content, headers=headers, **{"timeout": 30, **kw})
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+
+
+def test_completion_matches_the_engine(engine, client):
+    r = client.completions.create(model="tiny", prompt="To be", max_tokens=12, temperature=0, logprobs=2)
+    want = engine.generate(["To be"], SamplingParams(temperature=0, max_new_tokens=12))[0]
+    assert r.choices[0].text == want.text
+    assert r.choices[0].finish_reason == want.finish_reason
+    assert r.usage.prompt_tokens == len(want.prompt_ids) and r.usage.completion_tokens == len(want.token_ids)
+    assert r.choices[0].logprobs.token_logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    assert all(len(t) <= 2 for t in r.choices[0].logprobs.top_logprobs)
+
+
+def test_streamed_completion_equals_unstreamed(client):
+    args = dict(model="tiny", prompt="床前明月光", max_tokens=16, temperature=0.8, seed=5)
+    whole = client.completions.create(**args)
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **args))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+
+
+def test_chat_streamed_and_not(engine, client):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    r = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=10, temperature=0, logprobs=True
+    )
+    prompt = engine.chat_prompt(messages)
+    want = engine.generate([prompt], SamplingParams(temperature=0, max_new_tokens=10))[0]
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == want.text
+    assert [t.logprob for t in r.choices[0].logprobs.content] == pytest.approx(want.logprobs, abs=1e-4)
+    stream = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=10, temperature=0, stream=True
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want.text
+    assert chunks[-1].choices[0].finish_reason == want.finish_reason
+
+
+def test_sse_ends_with_done(server):
+    body = {"model": "tiny", "prompt": "q", "max_tokens": 3, "stream": True}
+    with httpx.stream(
+        "POST", server.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    ) as r:
+        events = [line for line in r.iter_lines() if line]
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
+
+
+def error_of(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
+
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    "path,body,status,needle",
+    [
+        ("/v1/completions", {"model": "tiny", "prompt": "To be", "max_tokens": 300}, 400, "256"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "temperature": -1}, 400, "temperature"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "top_p": 0}, 400, "top_p"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 2}, 400, "n must be 1"),
+        ("/v1/completions", {"model": "tiny", "prompt": ""}, 400, "prompt"),
+        ("/v1/completions", {"model": "tiny", "prompt": [99999]}, 400, "token ids"),
+        ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "gpt-4"),
+        ("/v1/completions", {"prompt": "x"}, 400, "model"),
+        ("/v1/completions", "{not json", 400, "not valid JSON"),
+        ("/v1/completions", "[1, 2]", 400, "JSON object"),
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "role"),
+        ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "messages"),
+        ("/v1/chat/completions", {**CHAT, "frequency_penalty": 5}, 400, "frequency_penalty"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": 10_000}, 400, "maximum context length is 256"),
+        ("/v1/chat/completions", {"model": "tiny", "messages": "x" * 30_000}, 413, "limit"),
+    ],
+)
+def test_user_mistakes_get_openai_errors(server, path, body, status, needle):
+    err = error_of(post(server, path, body), status)
+    assert needle in err["message"]
+
+
+def test_context_error_says_both_numbers(server):
+    err = error_of(
+        post(server, "/v1/completions", {"model": "tiny", "prompt": "To be", "max_tokens": 300}), 400
+    )
+    assert "300 for the completion" in err["message"] and "in the prompt" in err["message"]
+    assert err["code"] == "context_length_exceeded"
+
+
+def test_api_key_is_required(server, client):
+    error_of(post(server, "/v1/completions", {"model": "tiny", "prompt": "x"}, key=None), 401)
+    error_of(post(server, "/v1/completions", {"model": "tiny", "prompt": "x"}, key="wrong"), 401)
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=CHAT["messages"])
+    error_of(httpx.get(server.url + "/v1/nowhere"), 404)
+
+
+def wait_idle(server, timeout: float = 10) -> dict:
+    deadline = time.time() + timeout
+    while (counts := server.scheduler.counts) != {"running": 0, "waiting": 0} and time.time() < deadline:
+        time.sleep(0.02)
+    return counts
+
+
+def test_full_queue_gives_429_and_disconnect_frees_the_slot(server, monkeypatch):
+    jobs = []
+    submit, step = server.scheduler.submit, Batch.step
+    monkeypatch.setattr(server.scheduler, "submit", lambda seq: jobs.append(seq) or submit(seq))
+    monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.02) or step(self))  # 250 steps take > 5 s
+    body = {"model": "tiny", "prompt": "To be", "max_tokens": 250, "stream": True, "ignore_eos": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(timeout=30) as http:
+        # max_batch=2 decoding + max_queue=1 waiting: a fourth request finds no room.
+        request = http.build_request("POST", server.url + "/v1/completions", json=body, headers=headers)
+        streams = [http.send(request, stream=True) for _ in range(3)]
+        assert [r.status_code for r in streams] == [200, 200, 200]
+        assert sum(server.scheduler.counts.values()) == 3
+        err = error_of(post(server, "/v1/completions", {**body, "stream": False}), 429)
+        assert err["type"] == "rate_limit_exceeded"
+        for r in streams:
+            r.close()  # hang up mid-stream
+    assert wait_idle(server) == {"running": 0, "waiting": 0}
+    assert [s.finish_reason for s in jobs[:3]] == ["cancelled"] * 3
+    assert all(len(s.token_ids) < 250 for s in jobs[:3])
+
+
+def test_concurrent_requests_are_batched_and_correct(engine, client):
+    prompts = ["To be", "床前明月光", "The quick"]
+    want = [s.text for s in engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=20))]
+
+    def ask(p):
+        return client.completions.create(model="tiny", prompt=p, max_tokens=20, temperature=0).choices[0].text
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(ask, prompts)) == want
+
+
+def test_unstreamed_request_is_cancelled_when_the_client_leaves(server, monkeypatch):
+    jobs = []
+    submit, step = server.scheduler.submit, Batch.step
+    monkeypatch.setattr(server.scheduler, "submit", lambda seq: jobs.append(seq) or submit(seq))
+    monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.02) or step(self))
+    body = {"model": "tiny", "prompt": "To be", "max_tokens": 250, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, "/v1/completions", body, timeout=0.5)
+    assert wait_idle(server) == {"running": 0, "waiting": 0}
+    assert jobs[0].finish_reason == "cancelled" and len(jobs[0].token_ids) < 250
