@@ -9,7 +9,6 @@ option names accept dashes or underscores (`--vocab-size` = `--vocab_size`).
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable
 
@@ -21,11 +20,32 @@ COMMANDS: dict[str, str] = {
     "tokenizer train": "tinylm.tokenizer:train_tokenizer",
     "data list": "tinylm.data.corpora:print_corpora",
     "data prepare": "tinylm.data.shards:prepare_shards",
+    "data make": "tinylm.data.tasks:make_task",
+    "import hf": "tinylm.interop.hf:import_hf",
+    "import gguf": "tinylm.interop.gguf:import_gguf",
+    "export hf": "tinylm.interop.hf:export_hf",
+    "info": "tinylm.model.checkpoint:model_info",
+    "generate": "tinylm.infer.generate:generate",
+    "chat": "tinylm.infer.chat:chat",
+    "serve": "tinylm.serve.app:serve",
+    "pretrain": "tinylm.train.pretrain:pretrain",
+    "sft": "tinylm.train.sft:sft",
+    "eval bpb": "tinylm.eval.bpb:eval_bpb",
+    "eval task": "tinylm.eval.tasks:eval_task",
+    "eval reward": "tinylm.train.rl:eval_reward",
+    "reward train": "tinylm.train.reward:reward_train",
+    "reward score": "tinylm.train.reward:reward_score",
+    "dpo": "tinylm.train.dpo:dpo",
+    "ppo": "tinylm.train.ppo:ppo",
+    "grpo": "tinylm.train.grpo:grpo",
 }
 
 GROUP_HELP: dict[str, str] = {
     "tokenizer": "Train byte-level BPE tokenizers.",
     "data": "Embedded corpora, token shards and task data.",
+    "import": "Import models from Hugging Face directories and GGUF files.",
+    "export": "Export tinylm checkpoints to Hugging Face directories.",
+    "eval": "Score models: bits per byte, tasks, reports.",
 }
 
 
@@ -38,40 +58,50 @@ def _summary(fn: Callable) -> str:
     return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
 
 
+# Commands whose required arguments are positional (`tinylm import gguf FILE`); all others take --options.
+POSITIONAL: set[str] = {"import hf", "import gguf", "export hf", "info", "data make"}
+
+
+def _command_parser(path: str, fn: Callable):
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(description=(fn.__doc__ or "").split("\n\n")[0].strip())
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with values for any option.")
+    if path == "pipeline":
+        from .pipeline import add_arguments
+
+        add_arguments(parser)
+        parser.add_argument("--overwrite", type=bool, default=False, help="Start a different run afresh.")
+    else:
+        parser.add_function_arguments(fn, as_positional=path in POSITIONAL)
+    return parser
+
+
 def build_parser():
     """The full argument parser, with one subcommand (or group of subcommands) per stage."""
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+    from jsonargparse import ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     root = ArgumentParser(
-        prog="tinylm",
-        description="tinylm: build, align, serve and study a language model end to end.",
-        env_prefix="TINYLM",
-        default_env=False,
+        prog="tinylm", description="tinylm: build, align, serve and study a language model end to end."
     )
     verbs = root.add_subcommands(dest="command")
-    groups: dict[str, object] = {}
+    grouped: dict[str, dict[str, str]] = {}
     for path, target in COMMANDS.items():
-        fn = _load(target)
-        parser = ArgumentParser(description=(fn.__doc__ or "").split("\n\n")[0].strip())
-        parser.add_argument("--config", action=ActionConfigFile, help="YAML file with values for any option.")
-        if path == "pipeline":
-            from .pipeline import add_arguments
-
-            add_arguments(parser)
-            parser.add_argument("--overwrite", type=bool, default=False, help="Start a different run afresh.")
-        else:
-            parser.add_function_arguments(fn, as_positional=True)
         words = path.split()
         if len(words) == 1:
-            verbs.add_subcommand(words[0], parser, help=_summary(fn))
-            continue
-        group, verb = words
-        if group not in groups:
-            gparser = ArgumentParser(description=GROUP_HELP.get(group, ""))
-            groups[group] = gparser.add_subcommands(dest="action")
-            verbs.add_subcommand(group, gparser, help=GROUP_HELP.get(group, ""))
-        groups[group].add_subcommand(verb, parser, help=_summary(fn))
+            fn = _load(target)
+            verbs.add_subcommand(path, _command_parser(path, fn), help=_summary(fn))
+        else:
+            grouped.setdefault(words[0], {})[words[1]] = target
+    # jsonargparse wants each level of subcommands attached before the next level is added.
+    for group, members in grouped.items():
+        gparser = ArgumentParser(description=GROUP_HELP.get(group, ""))
+        verbs.add_subcommand(group, gparser, help=GROUP_HELP.get(group, ""))
+        actions = gparser.add_subcommands(dest="action")
+        for verb, target in members.items():
+            fn = _load(target)
+            actions.add_subcommand(verb, _command_parser(f"{group} {verb}", fn), help=_summary(fn))
     return root
 
 
@@ -88,14 +118,26 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _call(cfg) -> object:
+def _selected(cfg) -> tuple[str, object]:
+    """The chosen command's path ("data prepare") and its parsed arguments."""
     words = [cfg.command]
     sub = cfg[cfg.command]
     if "action" in sub and sub.action is not None:
         words.append(sub.action)
         sub = sub[sub.action]
-    fn = _load(COMMANDS[" ".join(words)])
-    return fn, sub
+    return " ".join(words), sub
+
+
+def call_command(path: str, args: dict) -> object:
+    """Run command `path` with options from a dict, validated and typed exactly as on the command line."""
+    fn = _load(COMMANDS[path])
+    parser = _command_parser(path, fn)
+    parser.exit_on_error = False
+    try:
+        cfg = parser.instantiate(parser.parse_object(args))
+    except Exception as e:  # jsonargparse reports unknown options and bad types this way
+        raise TinyLMError(f"invalid options for `tinylm {path}`: {e}") from None
+    return fn(**{k: v for k, v in vars(cfg).items() if k not in ("config", "__path__")})
 
 
 def _namespace_to_dict(obj):
@@ -115,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         cfg = parser.parse_args(argv)
         init = parser.instantiate(cfg)
-        fn, args = _call(init)
+        path, args = _selected(init)
+        fn = _load(COMMANDS[path])
         kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
-        if fn.__name__ == "run_pipeline":
+        if path == "pipeline":
             overwrite = kwargs.pop("overwrite")
             kwargs = {"recipe": _namespace_to_dict(kwargs), "overwrite": overwrite}
         fn(**kwargs)

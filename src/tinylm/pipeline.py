@@ -34,10 +34,6 @@ class Stage:
     """Module:function returning a Markdown summary of the stage's output directory, for report.md."""
 
 
-def _out(name: str) -> Callable[[dict[str, Any], Path], dict[str, Any]]:
-    return lambda recipe, run: {"out": str(run / name)}
-
-
 STAGES: dict[str, Stage] = {
     "tokenizer": Stage(
         command="tokenizer train",
@@ -53,6 +49,11 @@ STAGES: dict[str, Stage] = {
         },
         summary="tinylm.data.shards:summarize",
     ),
+    "pretrain": Stage(
+        command="pretrain",
+        wire=lambda recipe, run: {"shards": str(run / "shards"), "out": str(run / "pretrain")},
+        summary="tinylm.train.pretrain:summarize",
+    ),
 }
 
 
@@ -65,6 +66,12 @@ def _command(stage: Stage) -> Callable:
     from .cli import COMMANDS
 
     return _load(COMMANDS[stage.command])
+
+
+def call_command(path: str, args: dict[str, Any]) -> object:
+    from .cli import call_command
+
+    return call_command(path, args)
 
 
 def add_arguments(parser) -> None:
@@ -124,7 +131,7 @@ def run_pipeline(recipe: str | Path | dict[str, Any], overwrite: bool = False, *
             continue
         print(f"[{i}/{len(recipe['stages'])}] {name}")
         start = time.perf_counter()
-        _command(stage)(**args)
+        call_command(stage.command, args)
         state["stages"][name] = {
             "options": to_plain(args),
             "seconds": round(time.perf_counter() - start, 2),
