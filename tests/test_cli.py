@@ -35,3 +35,12 @@ def test_option_names_accept_dashes_and_bare_recipes() -> None:
     ]
     assert normalize_argv(["pipeline", "recipes/demo.yaml"]) == ["pipeline", "--config", "recipes/demo.yaml"]
     assert normalize_argv(["x", "--config", "a.yaml"]) == ["x", "--config", "a.yaml"]
+
+
+def test_every_public_name_resolves() -> None:
+    import tinylm
+
+    for name in tinylm.__all__:
+        assert getattr(tinylm, name) is not None, name
+    with pytest.raises(AttributeError):
+        tinylm.no_such_name  # noqa: B018

@@ -25,6 +25,19 @@ _EXPORTS: dict[str, str] = {
     "TokenShards": "tinylm.data.shards",
     "ModelConfig": "tinylm.model",
     "TinyLM": "tinylm.model",
+    "save_checkpoint": "tinylm.model.checkpoint",
+    "load_model": "tinylm.model.checkpoint",
+    "load_checkpoint": "tinylm.model.checkpoint",
+    "import_hf": "tinylm.interop.hf",
+    "import_gguf": "tinylm.interop.gguf",
+    "export_hf": "tinylm.interop.hf",
+    "TrainConfig": "tinylm.train",
+    "train": "tinylm.train",
+    "pretrain": "tinylm.train.pretrain",
+    "eval_bpb": "tinylm.eval.bpb",
+    "Engine": "tinylm.infer",
+    "SamplingParams": "tinylm.infer",
+    "make_task": "tinylm.data.tasks",
 }
 
 __all__ = sorted(_EXPORTS)
