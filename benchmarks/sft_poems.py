@@ -1,0 +1,76 @@
+"""From scratch to an instruction-following poet: does SFT teach "写一首五言绝句，题为《X》。"?
+
+    .venv/bin/python benchmarks/sft_poems.py [--work runs/sft_poems] [--pretrain-time 8m] [--sft-steps 300]
+
+Pretrains a small model on the embedded Tang poems (title + text, no chat format), SFT-tunes it on
+`tinylm data make poems`, and prints the share of exact 五言绝句 among greedy answers for 100 held-out
+titles, before SFT (prompting the base model with the same chat prompt) and after, decoding greedily
+and by sampling at temperature 0.7 (greedy decoding of a small model favours punctuation, whose probability
+is concentrated on one token, and so cuts lines short). Every step is a
+`tinylm` command, printed before it runs; a step whose output exists is skipped, so a rerun only
+re-prints the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+
+def tinylm(*args: str, skip_if: Path | None = None) -> None:
+    print("$ tinylm " + shlex.join(args), flush=True)
+    if skip_if is not None and skip_if.exists():
+        print(f"  (skipped: {skip_if} exists)")
+        return
+    subprocess.run([sys.executable, "-m", "tinylm.cli", *args], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/sft_poems"))
+    parser.add_argument("--pretrain-time", default="8m")
+    parser.add_argument("--sft-steps", default="300")
+    parser.add_argument("--n", default="100", help="held-out titles")
+    args = parser.parse_args()
+    w = args.work
+    print("command: .venv/bin/python benchmarks/sft_poems.py " + shlex.join(sys.argv[1:]))
+    template = r"{title}\n{paragraphs}"
+    tok, shards, pre, poems, sft = w / "tokenizer", w / "shards", w / "pretrain", w / "poems", w / "sft"
+    tinylm("tokenizer", "train", "--data", "tang", "--template", template, "--vocab_size", "6000",
+           "--out", str(tok), skip_if=tok)  # fmt: skip
+    tinylm("data", "prepare", "--data", "tang", "--template", template, "--tokenizer", str(tok),
+           "--out", str(shards), "--val_fraction", "0.02", skip_if=shards)  # fmt: skip
+    tinylm("pretrain", "--shards", str(shards), "--out", str(pre), "--model.d_model", "192",
+           "--model.n_layer", "4", "--model.n_head", "4", "--model.max_seq_len", "64",
+           "--train.batch_size", "32", "--train.max_steps", "null", "--train.max_time", args.pretrain_time,
+           "--train.lr", "3e-3", "--train.warmup_steps", "30", "--train.checkpoint_every", "0",
+           "--train.eval_batches", "5", "--train.device", "cpu", "--sample_prompt", "静夜思",
+           "--sample_tokens", "40", skip_if=pre / "model")  # fmt: skip
+    tinylm("data", "make", "poems", "--out", str(poems), skip_if=poems / "test.jsonl")
+    tinylm("sft", "--model", str(pre / "model"), "--data", str(poems), "--out", str(sft), "--mode", "full",
+           "--train.lr", "1e-3", "--train.batch_size", "32", "--train.max_steps", args.sft_steps,
+           "--train.warmup_steps", "20", "--train.eval_every", "0", "--train.eval_batches", "10",
+           "--train.checkpoint_every", "0", "--train.keep_last", "1", skip_if=sft / "model")  # fmt: skip
+    evals = {}
+    for temperature in ("0", "0.7"):
+        for name, model in (("before SFT", pre / "model"), ("after SFT", sft / "model")):
+            result = w / f"eval_{name.split()[0]}_t{temperature}.json"
+            tinylm("eval", "task", "--model", str(model), "--data", str(poems), "--task", "poems", "--n", args.n,
+                   "--max_new_tokens", "40", "--temperature", temperature, "--seed", "0", "--out", str(result),
+                   skip_if=result)  # fmt: skip
+            evals[f"{name}, temperature {temperature}"] = json.loads(result.read_text())
+    fit = json.loads((sft / "results.json").read_text())
+    print(f"\nSFT: {fit['step']} steps ({fit['epochs']:.2f} epochs) in {fit['train_seconds']:.0f} s, "
+          f"held-out loss {fit['val_loss_before']:.3f} -> {fit['val_loss_after']:.3f}")  # fmt: skip
+    for name, r in evals.items():
+        sample = r["samples"][0]
+        print(f"{name}: {r['exact_form']}/{r['n']} exact 五言绝句 ({r['rate']:.0%}), mean form score "
+              f"{r['mean_form_score']:.3f}; e.g. 《{sample['title']}》 {sample['text']!r}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Fine-tuning modes: which parameters of a pretrained model learn.
+
+The field adapts a pretrained model in four common ways, which trade quality for memory and speed:
+
+    full     every parameter learns (most memory: gradients and two AdamW moments for all of them)
+    partial  only the last N blocks, the final norm and the LM head learn (the lower layers' features are kept)
+    frozen   the token embeddings and / or the first N blocks are frozen, the rest learns
+    lora     every original weight is frozen; low-rank adapters on chosen linear layers learn
+
+`prepare_finetune` applies a mode by setting `requires_grad` (and, for LoRA, by inserting the adapters)
+and reports what will learn. Tied embeddings are one tensor: training the head trains the embedding table,
+and freezing the embeddings freezes the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import TinyLMError
+from ..model import TinyLM
+from ..model.lora import LoraConfig, apply_lora
+
+Mode = Literal["full", "partial", "frozen", "lora"]
+
+
+@dataclass
+class Trainable:
+    """What a mode leaves trainable, counted once per distinct tensor (a tied head is the embedding)."""
+
+    trainable: int
+    total: int
+    lora_targets: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.trainable / self.total
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in {id(p): p for p in params}.values())
+
+
+def prepare_finetune(
+    model: TinyLM,
+    mode: Mode,
+    last_blocks: int = 1,
+    freeze_embeddings: bool = True,
+    freeze_blocks: int = 0,
+    lora: LoraConfig | None = None,
+) -> Trainable:
+    """Set `requires_grad` on `model` for `mode` (inserting adapters for LoRA) and count the result.
+
+    last_blocks: partial mode trains this many last blocks (with the final norm and the LM head).
+    freeze_embeddings, freeze_blocks: frozen mode freezes the embedding table and / or the first blocks.
+    lora: the adapters of lora mode (default: rank 8 on the attention projections).
+    """
+    n_layer = len(model.layers)
+    targets: list[str] = []
+    model.requires_grad_(mode == "full")
+    if mode == "partial":
+        if not 1 <= last_blocks <= n_layer:
+            raise TinyLMError(f"last_blocks must be in [1, {n_layer}] for this model, got {last_blocks}")
+        for module in [*model.layers[n_layer - last_blocks :], model.norm, model.lm_head]:
+            module.requires_grad_(True)
+    elif mode == "frozen":
+        if not 0 <= freeze_blocks <= n_layer:
+            raise TinyLMError(f"freeze_blocks must be in [0, {n_layer}] for this model, got {freeze_blocks}")
+        if not freeze_embeddings and freeze_blocks == 0:
+            raise TinyLMError("mode frozen freezes nothing: set freeze_embeddings true or freeze_blocks > 0")
+        model.requires_grad_(True)
+        model.layers[:freeze_blocks].requires_grad_(False)
+        if freeze_embeddings:
+            model.embed_tokens.requires_grad_(False)
+    elif mode == "lora":
+        targets = apply_lora(model, lora or LoraConfig())
+        for name, p in model.named_parameters():
+            p.requires_grad_(".lora_A." in name or ".lora_B." in name)
+    elif mode != "full":
+        raise TinyLMError(f"mode must be full, partial, frozen or lora, got {mode!r}")
+    params = list(model.parameters())
+    return Trainable(_count(p for p in params if p.requires_grad), _count(params), targets)
