@@ -45,7 +45,8 @@ GROUP_HELP: dict[str, str] = {
     "data": "Embedded corpora, token shards and task data.",
     "import": "Import models from Hugging Face directories and GGUF files.",
     "export": "Export tinylm checkpoints to Hugging Face directories.",
-    "eval": "Score models: bits per byte, tasks, reports.",
+    "eval": "Score models: bits per byte, tasks, rewards.",
+    "reward": "Reward models: train on preference pairs, score conversations.",
 }
 
 
