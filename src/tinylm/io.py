@@ -129,7 +129,9 @@ def check_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: boo
         return False
     saved = out / "config.yaml"
     if not saved.exists():
-        raise TinyLMError(f"output directory {out} is not empty and holds no tinylm config.yaml; choose another")
+        raise TinyLMError(
+            f"output directory {out} is not empty and holds no tinylm config.yaml; choose another"
+        )
     with open(saved, encoding="utf-8") as f:
         old = yaml.safe_load(f)
     diff = first_difference(old, to_plain(config))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ class Stage:
     """Arguments the pipeline supplies, from the recipe and the run directory."""
     summary: str
     """Module:function returning a Markdown summary of the stage's output directory, for report.md."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Defaults for the command's required options, so a recipe that skips the stage need not set them."""
 
 
 STAGES: dict[str, Stage] = {
@@ -53,6 +55,63 @@ STAGES: dict[str, Stage] = {
         command="pretrain",
         wire=lambda recipe, run: {"shards": str(run / "shards"), "out": str(run / "pretrain")},
         summary="tinylm.train.pretrain:summarize",
+    ),
+    "sft_data": Stage(
+        command="data make",
+        wire=lambda recipe, run: {"out": str(run / "sft_data")},
+        summary="tinylm.data.tasks:summarize",
+        defaults={"task": "poems"},
+    ),
+    "sft": Stage(
+        command="sft",
+        wire=lambda recipe, run: {
+            "model": str(run / "pretrain" / "model"),
+            "data": str(run / "sft_data"),
+            "out": str(run / "sft"),
+        },
+        summary="tinylm.train.sft:summarize",
+    ),
+    "preference_data": Stage(
+        command="data make",
+        wire=lambda recipe, run: {"task": "preferences", "out": str(run / "preference_data")},
+        summary="tinylm.data.tasks:summarize",
+    ),
+    "reward": Stage(
+        command="reward train",
+        wire=lambda recipe, run: {
+            "data": str(run / "preference_data"),
+            "model": str(run / "sft" / "model"),
+            "out": str(run / "reward"),
+        },
+        summary="tinylm.train.reward:summarize",
+    ),
+    "ppo": Stage(
+        command="ppo",
+        wire=lambda recipe, run: {
+            "data": str(run / "sft_data"),
+            "model": str(run / "sft" / "model"),
+            "reward_model": str(run / "reward" / "model"),
+            "out": str(run / "ppo"),
+        },
+        summary="tinylm.train.rl:summarize",
+    ),
+    "dpo": Stage(
+        command="dpo",
+        wire=lambda recipe, run: {
+            "data": str(run / "preference_data"),
+            "model": str(run / "sft" / "model"),
+            "out": str(run / "dpo"),
+        },
+        summary="tinylm.train.dpo:summarize",
+    ),
+    "grpo": Stage(
+        command="grpo",
+        wire=lambda recipe, run: {
+            "data": str(run / "sft_data"),
+            "model": str(run / "sft" / "model"),
+            "out": str(run / "grpo"),
+        },
+        summary="tinylm.train.rl:summarize",
     ),
 }
 
@@ -82,6 +141,7 @@ def add_arguments(parser) -> None:
     for name, stage in STAGES.items():
         wired = set(stage.wire({"data": ""}, Path()))
         parser.add_function_arguments(_command(stage), nested_key=name, skip=wired | {"overwrite"})
+        parser.set_defaults({f"{name}.{key}": value for key, value in stage.defaults.items()})
 
 
 def resolve_recipe(recipe: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +217,9 @@ def _load_state(run: Path, recipe: dict[str, Any], overwrite: bool) -> dict[str,
     path = run / "pipeline.json"
     if not path.exists():
         if run.exists() and any(run.iterdir()) and not overwrite:
-            raise TinyLMError(f"run directory {run} is not empty and holds no pipeline.json; choose another --out")
+            raise TinyLMError(
+                f"run directory {run} is not empty and holds no pipeline.json; choose another --out"
+            )
         return {"stages": {}}
     state = read_json(path)
     for name, done in state["stages"].items():

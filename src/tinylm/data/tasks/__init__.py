@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import TinyLMError
-from ...io import atomic_file, write_json
+from ...io import atomic_file, read_json, write_json
 from ..corpora import CORPORA
 
 TEST_FRACTION = 0.1
@@ -142,3 +142,10 @@ def make_task(
     write_json(out_dir / "manifest.json", {**manifest, "rows": counts})
     print(f"{task}: {counts['train']:,} train, {counts['test']:,} test -> {out_dir}")
     return counts
+
+
+def summarize(out: str) -> str:
+    """One line on a task-data directory, for the pipeline's report."""
+    m = read_json(Path(out) / "manifest.json")
+    source = f" from `{m['source']}`" if m["source"] else ""
+    return f"Task `{m['task']}`{source}: {m['rows']['train']:,} training and {m['rows']['test']:,} held-out rows."
