@@ -26,12 +26,11 @@ from torch import nn
 
 from ..data.chat import IGNORE, collate_pairs
 from ..errors import TinyLMError
-from ..io import atomic_file, check_out_dir, read_json, to_plain, write_json, write_yaml
+from ..io import atomic_file, read_json, write_json
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
-from .distributed import init_distributed
-from .loop import Task, seed_everything
+from .loop import Task, seed_everything, start_run
 from .loop import train as train_loop
 from .reward import load_pairs, pair_batches, split_files
 
@@ -147,11 +146,7 @@ def dpo(
         "eval_limit": eval_limit,
         "train": train,
     }
-    d, device = init_distributed(train.resolve_device())
-    out_dir = Path(out)
-    if d.is_main:
-        check_out_dir(out_dir, run_config, overwrite)
-        write_yaml(out_dir / "config.yaml", to_plain(run_config))
+    d, device, out_dir = start_run(out, run_config, train, overwrite)
     ref = _reference(
         out_dir / "reference_logps.safetensors",
         policy.to(device),

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import TinyLMError
-from ..io import to_plain
+from ..io import check_out_dir, to_plain, write_yaml
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_mean, barrier, broadcast, init_distributed, wrap_model
@@ -100,6 +100,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def start_run(
+    out: str | Path, run_config: dict[str, Any], config: TrainConfig, overwrite: bool
+) -> tuple[Dist, torch.device, Path]:
+    """Join the process group (under torchrun) and claim the stage's output directory.
+
+    Rank 0 refuses a directory that holds a different run (or clears it with `overwrite`) and records the
+    resolved config in config.yaml; the other processes wait for it. Returns (dist, device, out_dir).
+    """
+    d, device = init_distributed(config.resolve_device())
+    out_dir = Path(out)
+    if d.is_main:
+        check_out_dir(out_dir, run_config, overwrite)
+        write_yaml(out_dir / "config.yaml", to_plain(run_config))
+    barrier(d)
+    return d, device, out_dir
 
 
 def lr_at(config: TrainConfig, step: int, progress: float) -> float:

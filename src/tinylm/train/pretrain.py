@@ -29,15 +29,15 @@ from torch import nn
 from ..data.shards import RandomWindows, TokenShards
 from ..errors import TinyLMError
 from ..eval.bpb import check_context, shards_bpb
-from ..io import atomic_file, check_out_dir, read_json, to_plain, write_json, write_yaml
+from ..io import atomic_file, read_json, write_json
 from ..model import ModelConfig, TinyLM
 from ..model.checkpoint import save_checkpoint
 from ..model.flops import model_flops_per_token, param_counts
 from ..tokenizer import Tokenizer
 from .checkpointing import full_model_state
 from .config import TrainConfig
-from .distributed import barrier, init_distributed, shutdown
-from .loop import Task, seed_everything
+from .distributed import barrier, shutdown
+from .loop import Task, seed_everything, start_run
 from .loop import train as train_loop  # `train` names this stage's TrainConfig parameter
 
 
@@ -173,12 +173,7 @@ def pretrain(
         "sample_tokens": sample_tokens,
     }
 
-    d, device = init_distributed(train.resolve_device())
-    out_dir = Path(out)
-    if d.is_main:
-        check_out_dir(out_dir, run_config, overwrite)
-        write_yaml(out_dir / "config.yaml", to_plain(run_config))
-    barrier(d)
+    d, device, out_dir = start_run(out, run_config, train, overwrite)
 
     seed_everything(train.seed)
     lm = TinyLM(config)

@@ -36,13 +36,12 @@ from ..data.chat import (
     to_example,
 )
 from ..errors import TinyLMError
-from ..io import atomic_file, check_out_dir, read_json, to_plain, write_json, write_yaml
+from ..io import atomic_file, read_json, write_json
 from ..model.checkpoint import load_checkpoint
 from ..model.heads import RewardModel, load_reward_model, save_reward_model
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
-from .distributed import init_distributed
-from .loop import Task, seed_everything
+from .loop import Task, seed_everything, start_run
 from .loop import train as train_loop
 
 
@@ -154,11 +153,7 @@ def reward_train(
         "eval_limit": eval_limit,
         "train": train,
     }
-    d, _ = init_distributed(train.resolve_device())
-    out_dir = Path(out)
-    if d.is_main:
-        check_out_dir(out_dir, run_config, overwrite)
-        write_yaml(out_dir / "config.yaml", to_plain(run_config))
+    d, _, out_dir = start_run(out, run_config, train, overwrite)
     seed_everything(train.seed)
     rm = RewardModel(body)
 

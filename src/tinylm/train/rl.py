@@ -29,14 +29,14 @@ from ..errors import TinyLMError
 from ..eval.rewards import arithmetic_reward, is_exact_form, poem_reward
 from ..infer.engine import Engine, Sequence
 from ..infer.sampling import SamplingParams
-from ..io import atomic_dir, atomic_file, check_out_dir, read_json, to_plain, write_json, write_yaml
+from ..io import atomic_dir, atomic_file, read_json, write_json
 from ..model.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ..model.decoder import TinyLM
 from ..model.heads import ScalarHead, save_head
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
-from .distributed import Dist, init_distributed
-from .loop import LossOutput, Task, seed_everything
+from .distributed import Dist
+from .loop import LossOutput, Task, seed_everything, start_run
 from .loop import train as train_loop
 from .reward import split_files
 
@@ -361,11 +361,7 @@ class RLRun:
             "config": config,
             "train": train,
         }
-        d, device = init_distributed(train.resolve_device())
-        out_dir = Path(out)
-        if d.is_main:
-            check_out_dir(out_dir, run_config, overwrite)
-            write_yaml(out_dir / "config.yaml", to_plain(run_config))
+        d, device, out_dir = start_run(out, run_config, train, overwrite)
         seed_everything(train.seed)
         reference = load_model(model, device=str(device)).requires_grad_(False)
         return cls(

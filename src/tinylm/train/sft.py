@@ -26,16 +26,16 @@ from torch import nn
 
 from ..data.chat import IGNORE, Counts, Example, collate, encode_sft, length_batches, load_conversations
 from ..errors import TinyLMError
-from ..io import atomic_file, check_out_dir, read_json, to_plain, write_json, write_yaml
+from ..io import atomic_file, read_json, to_plain, write_json
 from ..model import TinyLM, model_flops_per_token
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.lora import LoraConfig, apply_lora, merged_model, save_adapters
 from ..tokenizer import Tokenizer
 from .checkpointing import full_model_state
 from .config import TrainConfig
-from .distributed import barrier, init_distributed, shutdown
+from .distributed import barrier, shutdown
 from .finetune import Mode, Trainable, prepare_finetune
-from .loop import Task, seed_everything
+from .loop import Task, seed_everything, start_run
 from .loop import train as train_loop
 
 
@@ -164,12 +164,7 @@ def sft(
         "train": train,
     }
 
-    d, device = init_distributed(train.resolve_device())
-    out_dir = Path(out)
-    if d.is_main:
-        check_out_dir(out_dir, run_config, overwrite)
-        write_yaml(out_dir / "config.yaml", to_plain(run_config))
-    barrier(d)
+    d, device, out_dir = start_run(out, run_config, train, overwrite)
 
     seed_everything(train.seed)
     trainable = prepare_finetune(base, mode, last_blocks, freeze_embeddings, freeze_blocks, lora)
