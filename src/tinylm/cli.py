@@ -50,8 +50,9 @@ GROUP_HELP: dict[str, str] = {
 }
 
 
-def _load(target: str) -> Callable:
-    module, name = target.split(":")
+def load_command(path: str) -> Callable:
+    """The function behind command `path` ("data prepare"), imported on first use."""
+    module, name = COMMANDS[path].split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -87,21 +88,21 @@ def build_parser():
         prog="tinylm", description="tinylm: build, align, serve and study a language model end to end."
     )
     verbs = root.add_subcommands(dest="command")
-    grouped: dict[str, dict[str, str]] = {}
-    for path, target in COMMANDS.items():
+    grouped: dict[str, list[str]] = {}
+    for path in COMMANDS:
         words = path.split()
         if len(words) == 1:
-            fn = _load(target)
+            fn = load_command(path)
             verbs.add_subcommand(path, _command_parser(path, fn), help=_summary(fn))
         else:
-            grouped.setdefault(words[0], {})[words[1]] = target
+            grouped.setdefault(words[0], []).append(words[1])
     # jsonargparse wants each level of subcommands attached before the next level is added.
     for group, members in grouped.items():
         gparser = ArgumentParser(description=GROUP_HELP.get(group, ""))
         verbs.add_subcommand(group, gparser, help=GROUP_HELP.get(group, ""))
         actions = gparser.add_subcommands(dest="action")
-        for verb, target in members.items():
-            fn = _load(target)
+        for verb in members:
+            fn = load_command(f"{group} {verb}")
             actions.add_subcommand(verb, _command_parser(f"{group} {verb}", fn), help=_summary(fn))
     return root
 
@@ -131,7 +132,7 @@ def _selected(cfg) -> tuple[str, object]:
 
 def call_command(path: str, args: dict) -> object:
     """Run command `path` with options from a dict, validated and typed exactly as on the command line."""
-    fn = _load(COMMANDS[path])
+    fn = load_command(path)
     parser = _command_parser(path, fn)
     parser.exit_on_error = False
     try:
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parser.parse_args(argv)
         init = parser.instantiate(cfg)
         path, args = _selected(init)
-        fn = _load(COMMANDS[path])
+        fn = load_command(path)
         kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
         if path == "pipeline":
             overwrite = kwargs.pop("overwrite")

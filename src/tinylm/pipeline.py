@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .cli import call_command, load_command
 from .errors import TinyLMError
 from .io import atomic_file, first_difference, read_json, to_plain, write_json, write_yaml
 
@@ -116,21 +117,9 @@ STAGES: dict[str, Stage] = {
 }
 
 
-def _load(target: str) -> Callable:
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _command(stage: Stage) -> Callable:
-    from .cli import COMMANDS
-
-    return _load(COMMANDS[stage.command])
-
-
-def call_command(path: str, args: dict[str, Any]) -> object:
-    from .cli import call_command
-
-    return call_command(path, args)
+def _summarize(stage: Stage, out: Path) -> str:
+    module, name = stage.summary.split(":")
+    return getattr(importlib.import_module(module), name)(out)
 
 
 def add_arguments(parser) -> None:
@@ -140,7 +129,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stages", type=list[str], default=list(STAGES), help="Stages to run, in order.")
     for name, stage in STAGES.items():
         wired = set(stage.wire({"data": ""}, Path()))
-        parser.add_function_arguments(_command(stage), nested_key=name, skip=wired | {"overwrite"})
+        parser.add_function_arguments(
+            load_command(stage.command), nested_key=name, skip=wired | {"overwrite"}
+        )
         parser.set_defaults({f"{name}.{key}": value for key, value in stage.defaults.items()})
 
 
@@ -255,6 +246,6 @@ def write_report(run: Path, recipe: dict[str, Any], state: dict[str, Any]) -> No
         if done is None:
             continue
         lines += [f"## {name}", "", f"Finished {done['finished']} in {done['seconds']:.1f} s.", ""]
-        lines += [_load(STAGES[name].summary)(run / name).rstrip(), ""]
+        lines += [_summarize(STAGES[name], run / name).rstrip(), ""]
     with atomic_file(run / "report.md") as f:
         f.write("\n".join(lines))
