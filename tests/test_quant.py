@@ -1,0 +1,109 @@
+"""Int4 weights: exact Q4_1 round trip, the kernel against a dequantized matmul, engine and CLI use, SmolLM2."""
+
+import math
+
+import pytest
+import torch
+from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fixture)
+from torch import nn
+
+from tinylm.cli import main
+from tinylm.infer import Engine, SamplingParams
+from tinylm.model import ModelConfig, TinyLM
+from tinylm.model.checkpoint import load_checkpoint
+from tinylm.model.quant import Int4Linear, Int4Weights, quantize_int4
+from tinylm.tokenizer import Tokenizer
+
+
+def q4_1_matrix(rows: int, cols: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight as a Q4_1 GGUF stores it (fp16 scale and minimum per 32 inputs; q spanning 0..15), and its q."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (rows, cols), generator=g, dtype=torch.int32)
+    q[:, ::32], q[:, 1::32] = 0, 15  # llama.cpp's quantizer maps each block's min to 0 and max to 15
+    scale = (torch.rand(rows, cols // 32, generator=g) * 0.01 + 1e-3).half().float()
+    minimum = (-torch.rand(rows, cols // 32, generator=g) * 0.1).half().float()
+    weight = (q.reshape(rows, -1, 32) * scale[..., None] + minimum[..., None]).reshape(rows, cols)
+    return weight, q
+
+
+def test_requantizing_q4_1_weights_recovers_their_integers_exactly():
+    weight, q = q4_1_matrix(48, 96)
+    int4 = Int4Weights.quantize(weight)
+    assert torch.equal(int4.q, q)
+    assert torch.equal(int4.dequantize(), weight)
+
+
+def test_quantizing_other_weights_rounds_to_the_nearest_level():
+    weight = torch.randn(32, 64)
+    int4 = Int4Weights.quantize(weight)
+    assert int4.q.min() >= 0 and int4.q.max() <= 15
+    step = int4.scale.repeat_interleave(32, dim=1)
+    assert ((int4.dequantize() - weight).abs() <= step / 2 + 1e-6).all()
+
+
+def test_int4_linear_matches_a_matmul_with_the_dequantized_weight():
+    weight, _ = q4_1_matrix(64, 96)
+    bias = torch.randn(64)
+    layer = Int4Linear(Int4Weights.quantize(weight), bias)
+    x = torch.randn(2, 5, 96)
+    expected = nn.functional.linear(x, weight, bias)
+    # bf16 activations and scales: about 3 significant digits.
+    assert layer(x).shape == (2, 5, 64)
+    torch.testing.assert_close(layer(x), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot_hold():
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=128, d_model=64, n_layer=2, n_head=4, n_kv_head=2, d_ff=72, max_seq_len=32
+    )
+    model = TinyLM(config).eval()
+    x = torch.randint(0, 128, (2, 16))
+    with torch.no_grad():
+        before = model(x)
+        report = quantize_int4(model)
+        after = model(x)
+    # d_ff = 72 is no multiple of 16, so gate and up stay fp32; down (in 72) is no multiple of 32 either.
+    assert report.quantized == 2 * 4
+    assert sorted(report.kept) == [
+        f"layers.{i}.mlp.{n}" for i in (0, 1) for n in ("down_proj", "gate_proj", "up_proj")
+    ]
+    assert isinstance(model.layers[0].attn.q_proj, Int4Linear)
+    assert isinstance(model.lm_head, nn.Linear)
+    assert report.max_error > 0 and report.int4_bytes < report.fp32_bytes / 4
+    assert (after - before).abs().mean() < 0.1 * before.abs().mean()
+
+
+def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path)
+    engine = Engine.load(ckpt, max_batch_size=2, quantize="int4")
+    assert engine.quantization.quantized == 2 * 7
+    prompts = ["To be", "床前明月光", "The quick brown fox jumps"]
+    params = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True)
+    batched = engine.generate(prompts, params)
+    for prompt, seq in zip(prompts, batched, strict=True):
+        assert seq.token_ids == engine.generate([prompt], params)[0].token_ids
+    main(
+        ["generate", "--model", str(ckpt), "--prompt", "To be", "--max_new_tokens", "4", "--quantize", "int4"]
+    )
+    assert "int4 weights: 14 linear layers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(ckpt), "--prompt", "x", "--quantize", "int3"])
+
+
+def test_smollm2_from_q4_1_gguf_quantizes_losslessly(smollm2_checkpoint):
+    model, tokenizer_dir = load_checkpoint(smollm2_checkpoint)
+    text = "Now is the winter of our discontent made glorious summer by this sun of York; " * 3
+    ids = torch.tensor([Tokenizer.load(tokenizer_dir).encode(text)])
+    with torch.no_grad():
+        logits = model(ids[:, :-1])[0]
+        report = quantize_int4(model)
+        logits_int4 = model(ids[:, :-1])[0]
+    assert report.quantized == 30 * 7 and report.kept == []
+    assert report.max_error == 0.0  # the GGUF's Q4_1 integers, recovered exactly
+    # Only the bf16 rounding of activations differs: the same predictions, nearly the same perplexity.
+    assert (logits.argmax(-1) == logits_int4.argmax(-1)).float().mean() >= 0.9
+    ppl, ppl_int4 = (
+        math.exp(nn.functional.cross_entropy(x, ids[0, 1:]).item()) for x in (logits, logits_int4)
+    )
+    assert ppl_int4 == pytest.approx(ppl, rel=2e-2)
