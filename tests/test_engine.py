@@ -10,7 +10,7 @@ from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fi
 from tinylm.cli import main
 from tinylm.errors import TinyLMError
 from tinylm.infer import Engine, SamplingParams
-from tinylm.infer.chat import ChatSession, write_chat_transcript
+from tinylm.infer.chat import ChatSession
 from tinylm.infer.text import TextStream
 
 PROMPTS = ["To be", "or not to be, that is the question", "床前明月光", "q", "The quick brown fox jumps"]
@@ -141,9 +141,22 @@ def test_chat_forgets_old_turns_to_fit_the_context(engine):
     assert len(session.history) < 8
 
 
-def test_chat_transcript(ckpt, tmp_path):
-    text = write_chat_transcript(
-        ckpt, tmp_path / "chat.md", ["Hi", "床前明月光"], system="Be brief.", max_new_tokens=5
+def test_scripted_chat_writes_a_transcript_of_every_turn(ckpt, tmp_path, capsys):
+    out = tmp_path / "chat.md"
+    args = ["chat", "--model", str(ckpt), "--system", "Be brief.", "--max_new_tokens", "5"]
+    main([*args, "--temperature", "0", "--say", '["Hi", "床前明月光"]', "--transcript", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("**System:** Be brief.") and text.count("**User:**") == 2
+    assert "> 床前明月光" in capsys.readouterr().out
+    main(
+        [
+            *args,
+            "--temperature",
+            "0",
+            "--say",
+            '["Hi", "床前明月光"]',
+            "--transcript",
+            str(tmp_path / "again.md"),
+        ]
     )
-    assert (tmp_path / "chat.md").read_text(encoding="utf-8") == text
-    assert text.count("**User:**") == 2 and text.startswith("**System:** Be brief.")
+    assert (tmp_path / "again.md").read_text(encoding="utf-8") == text  # greedy: reproducible

@@ -94,3 +94,29 @@ def test_pipeline_python_api(recipe: Path, tmp_path: Path) -> None:
     run = run_pipeline(recipe, stages=["tokenizer"])
     assert (run / "tokenizer" / "tokenizer_config.json").is_file()
     assert json.loads((run / "pipeline.json").read_text())["stages"].keys() == {"tokenizer"}
+
+
+def test_pipeline_carries_a_model_from_pretraining_through_sft_to_a_chat_transcript(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    tiny = {"d_model": 32, "n_layer": 1, "n_head": 2, "d_ff": 64, "max_seq_len": 128}
+    steps = {"max_steps": 3, "batch_size": 4, "eval_every": 0, "eval_batches": 1, "checkpoint_every": 0}
+    recipe = {
+        "out": str(tmp_path / "run"),
+        "data": str(corpus),
+        "stages": ["tokenizer", "shards", "pretrain", "sft_data", "sft", "chat"],
+        "tokenizer": {"vocab_size": 300},
+        "shards": {"val_fraction": 0.2},
+        "pretrain": {"context": 64, "model": tiny, "train": steps, "sample_tokens": 4},
+        "sft_data": {"task": "arithmetic", "limit": 40},
+        "sft": {"context": 128, "train": steps},
+        "chat": {"say": ["What is 2 plus 3?", "And 4 plus 4?"], "max_new_tokens": 6},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["pipeline", str(path)]) == 0
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    chat = report[report.index("## chat") :]
+    assert chat.count("**User:**") == 2 and chat.count("**Assistant:**") == 2
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert state["stages"]["chat"]["options"]["model"] == str(tmp_path / "run" / "sft" / "model")

@@ -114,7 +114,24 @@ STAGES: dict[str, Stage] = {
         },
         summary="tinylm.train.rl:summarize",
     ),
+    "chat": Stage(
+        command="chat",
+        wire=lambda recipe, run: {
+            "model": str(_latest_model(recipe, run, "chat")),
+            "transcript": str(run / "chat" / "transcript.md"),
+        },
+        summary="tinylm.infer.chat:summarize",
+        defaults={"temperature": 0.0, "max_new_tokens": 96, "say": ["Hello!"]},
+    ),
 }
+
+
+def _latest_model(recipe: dict[str, Any], run: Path, stage: str) -> Path:
+    """The model of the last stage before `stage` in the recipe that trains one (SFT, PPO, DPO or GRPO)."""
+    stages = recipe.get("stages", [])
+    before = stages[: stages.index(stage)] if stage in stages else stages
+    trained = [s for s in before if s in ("pretrain", "sft", "ppo", "dpo", "grpo")]
+    return run / (trained[-1] if trained else "sft") / "model"
 
 
 def _summarize(stage: Stage, out: Path) -> str:

@@ -1,8 +1,8 @@
-"""`tinylm chat`: a terminal conversation with a model, plus transcripts for reports.
+"""`tinylm chat`: a conversation with a model, typed in the terminal or scripted, with a Markdown transcript.
 
 The conversation is rendered with the model's own chat template each turn and the reply is streamed as
 it is decoded. Lines starting with "/" are commands (see `HELP`). When the history outgrows the context,
-the oldest exchanges are dropped (the system message stays).
+the oldest exchanges are dropped (the system message stays); the transcript keeps every turn.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from ..errors import TinyLMError
 from ..io import atomic_file
@@ -26,6 +26,9 @@ HELP = """commands:
   /show               print the current settings
   /help               this text
   /quit               leave (Ctrl-D works too)"""
+
+TRANSCRIPT = "transcript.md"
+"""File name of the transcript inside a pipeline's chat stage directory."""
 
 SETTINGS = {
     "temperature": float,
@@ -46,6 +49,7 @@ class ChatSession:
     def __init__(self, engine: Engine, params: SamplingParams, system: str | None = None) -> None:
         self.engine, self.params, self.system = engine, params, system
         self.history: list[dict[str, str]] = []
+        self.transcript = [f"**System:** {system}"] if system else []
 
     def messages(self) -> list[dict[str, str]]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + self.history
@@ -67,6 +71,7 @@ class ChatSession:
         for piece in self.engine.stream(seq):
             write(piece)
         self.history.append({"role": "assistant", "content": seq.text})
+        self.transcript += [f"**User:** {text}", f"**Assistant:** {seq.text}"]
         return seq.text
 
     def command(self, line: str) -> str | None:
@@ -79,6 +84,7 @@ class ChatSession:
             return "(conversation reset)"
         if name == "system":
             self.system, self.history = arg.strip() or None, []
+            self.transcript.append(f"**System:** {self.system or '(none)'}")
             return f"(system message {'set' if self.system else 'removed'}; conversation reset)"
         if name == "show":
             return ", ".join(f"{k}={getattr(self.params, k)}" for k in SETTINGS)
@@ -123,48 +129,46 @@ class ChatSession:
 def chat(
     model: Path,
     system: str | None = None,
+    say: list[str] | None = None,
+    transcript: Path | None = None,
     max_new_tokens: int = 256,
     temperature: float = 0.7,
     top_p: float = 0.9,
     seed: int | None = None,
     device: str = "cpu",
+    quantize: Literal["none", "int4"] = "none",
 ) -> None:
     """Chat with a model in the terminal, replies streamed as they are generated.
 
     Args:
         model: Checkpoint directory (model weights, config and tokenizer files with a chat template).
         system: System message that opens the conversation.
+        say: User turns to send one after another instead of reading the terminal (a scripted chat).
+        transcript: Write the whole conversation to this Markdown file at the end.
         max_new_tokens: Longest reply, in tokens.
-        temperature: Sampling temperature (0: greedy).
+        temperature: Sampling temperature (0: greedy, so a scripted chat is reproducible).
         top_p: Nucleus sampling threshold.
         seed: Seed for sampling, to replay a conversation.
         device: Torch device (cpu, cuda).
+        quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
+            decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
     """
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    engine = Engine.load(model, device=device)
-    ChatSession(engine, params.validate(), system).run(input, sys.stdout)
+    engine = Engine.load(model, device, quantize=quantize)
+    if engine.quantization:
+        print(f"tinylm: {engine.quantization}", file=sys.stderr)
+    session = ChatSession(engine, params.validate(), system)
+    if say is None:
+        session.run(input, sys.stdout)
+    for text in say or []:
+        print(f"> {text}")
+        session.reply(text, lambda piece: print(piece, end="", flush=True))
+        print()
+    if transcript is not None:
+        with atomic_file(transcript) as f:
+            f.write("\n\n".join(session.transcript) + "\n")
 
 
-def write_chat_transcript(
-    model: str | Path,
-    out: str | Path,
-    prompts: list[str],
-    system: str | None = None,
-    max_new_tokens: int = 96,
-    temperature: float = 0.0,
-    seed: int = 0,
-) -> str:
-    """Hold one conversation (each prompt a user turn) and write it as Markdown to `out`; return the text.
-
-    For run reports: greedy by default, so the transcript is reproducible from the checkpoint.
-    """
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed).validate()
-    session = ChatSession(Engine.load(model), params, system)
-    lines = [f"**System:** {system}\n"] if system else []
-    for prompt in prompts:
-        answer = session.reply(prompt)
-        lines += [f"**User:** {prompt}\n", f"**Assistant:** {answer}\n"]
-    text = "\n".join(lines)
-    with atomic_file(out) as f:
-        f.write(text)
-    return text
+def summarize(out: Path) -> str:
+    """The transcript a pipeline's chat stage wrote into `out`, for report.md."""
+    return (Path(out) / TRANSCRIPT).read_text(encoding="utf-8")
