@@ -112,20 +112,27 @@ def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
     return None if old == new else f"{prefix.rstrip('.')} (was {old!r}, now {new!r})"
 
 
-def check_out_dir(out: str | os.PathLike, config: dict[str, Any], overwrite: bool = False) -> bool:
+def check_out_dir(out: str | os.PathLike, config: dict[str, Any] | None, overwrite: bool = False) -> bool:
     """Guard an output directory against mixing two different runs.
 
     Returns True if `out` already holds a run with this exact `config` (in its `config.yaml`), False if it
     is absent or empty. Raises TinyLMError if it holds something else, unless `overwrite` is set (then
-    the old contents are removed).
+    the old contents are removed). With `config` None (a command that records no config, such as an
+    import), any non-empty directory is something else, and `overwrite` leaves it for the command's atomic
+    write to replace, so a model can even be rewritten onto its own directory.
     """
     from .errors import TinyLMError
 
     out = Path(out)
     if not out.exists() or not any(out.iterdir()):
         return False
+    if config is None and not overwrite:
+        raise TinyLMError(
+            f"{out} already exists and is not empty; choose another --out or pass --overwrite true"
+        )
     if overwrite:
-        shutil.rmtree(out)
+        if config is not None:
+            shutil.rmtree(out)
         return False
     saved = out / "config.yaml"
     if not saved.exists():

@@ -9,15 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TinyLMError
+from ..io import check_out_dir
 
 
 def output_dir(out: str | None, overwrite: bool) -> Path:
-    """The directory a command may write, refusing to replace an existing one unless asked."""
+    """The directory an import or export may write: required, and empty unless `overwrite` is set."""
     if not out:
         raise TinyLMError("an output directory is required: pass --out DIR")
-    path = Path(out)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise TinyLMError(
-            f"{path} already exists and is not empty; choose another --out or pass --overwrite true"
-        )
-    return path
+    check_out_dir(out, None, overwrite)
+    return Path(out)
