@@ -11,7 +11,7 @@ import pytest
 
 from tinylm.cli import main
 from tinylm.data.tasks import is_test, make_splits
-from tinylm.data.tasks.poems import quatrains
+from tinylm.data.tasks.poems import quatrains, select_form
 from tinylm.eval.rewards import arithmetic_reward, is_exact_form, poem_reward
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -177,3 +177,28 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message) -> None:
     err = capsys.readouterr().err
     assert re.search(message, err) and err.count("\n") == 1 and err.startswith("tinylm: error:")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("task", ["poems", "preferences"])
+def test_select_form_keeps_exactly_one_form_and_the_split(tmp_path, task) -> None:
+    src = tmp_path / task
+    assert main(["data", "make", task, "--out", str(src), "--source", "tang300"]) == 0
+    select_form(src, tmp_path / "five", "五言绝句")
+    for split in ("train", "test"):
+        rows = [json.loads(x) for x in (src / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+        kept = [
+            json.loads(x)
+            for x in (tmp_path / "five" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+        assert kept == [r for r in rows if r["form"] == "五言绝句"] and 0 < len(kept) < len(rows)
+
+
+def test_cli_replaces_its_own_output_but_never_a_directory_with_other_files(tmp_path, capsys) -> None:
+    out = tmp_path / "arith"
+    args = ["data", "make", "arithmetic", "--out", str(out), "--limit", "5"]
+    assert main(args) == 0 and main([*args[:-1], "7"]) == 0  # a rerun replaces the three files at once
+    assert json.loads((out / "manifest.json").read_text())["limit"] == 7
+    (out / "notes.txt").write_text("mine")
+    assert main(args) == 2
+    assert "holds other files (notes.txt)" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import TinyLMError
-from ...io import atomic_file, read_json, write_json
+from ...io import atomic_dir, read_json, write_json
 from ..corpora import CORPORA
 
 TEST_FRACTION = 0.1
@@ -109,6 +109,10 @@ def make_splits(
     return splits
 
 
+OUTPUTS = ("train.jsonl", "test.jsonl", "manifest.json")
+"""What `make_task` writes: its output directory holds these and nothing else."""
+
+
 def make_task(
     task: str, out: str | None = None, source: str | None = None, seed: int = 0, limit: int | None = None
 ) -> dict[str, int]:
@@ -129,17 +133,20 @@ def make_task(
     out_dir = Path(out or f"data/{task}")
     if out_dir.exists() and not out_dir.is_dir():
         raise TinyLMError(f"--out {out} is a file; give a directory for train.jsonl and test.jsonl")
-    for name, rows in splits.items():
-        with atomic_file(out_dir / f"{name}.jsonl") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS) if out_dir.is_dir() else []
+    if others:  # the directory is replaced as a whole, so it must hold nothing but an earlier task's files
+        raise TinyLMError(f"--out {out_dir} holds other files ({', '.join(others[:3])}); choose another")
     counts = {name: len(rows) for name, rows in splits.items()}
     source = source or _generators()[task][1]
     corpus = CORPORA.get(source) if source else None
     manifest = {"task": task, "source": source, "seed": seed, "limit": limit, "test_fraction": TEST_FRACTION}
     if corpus:
         manifest["licence"] = f"{corpus.licence}; {corpus.origin}"
-    write_json(out_dir / "manifest.json", {**manifest, "rows": counts})
+    with atomic_dir(out_dir) as tmp:
+        for name, rows in splits.items():
+            with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_json(tmp / "manifest.json", {**manifest, "rows": counts})
     print(f"{task}: {counts['train']:,} train, {counts['test']:,} test -> {out_dir}")
     return counts
 
