@@ -1,11 +1,18 @@
 """Arithmetic word problems in English, for GRPO with a verifiable reward and for SFT.
 
-Each row is `{"prompt", "completion", "answer"}`: the problem, a worked solution whose every step is an
-equation ("12 + 7 = 19.") ending in "The answer is N.", and N as an integer. Problems come from a handful of
-templates of one to three steps (add, take away, multiply, share equally, give change), with numbers the
-seed draws; every intermediate value is a non-negative integer. `arithmetic_reward` in
+Each row is `{"prompt", "completion", "answer", "level"}`: the problem, a worked solution whose every step
+is an equation ("12 + 7 = 19.") ending in "The answer is N.", N as an integer, and the problem's difficulty.
+Problems come from a handful of templates (add, take away, multiply, share equally, give change), with
+numbers the seed draws; every intermediate value is a non-negative integer. `arithmetic_reward` in
 `tinylm.eval.rewards` checks a model's last number against `answer`. Rows are split by prompt text, so a
 held-out problem is never trained on, whatever the seed.
+
+Difficulty levels (`LEVELS`), mixed in the proportions of `MIX`: 1 = one step on one-digit numbers,
+2 = one step on two-digit sums and differences or times tables, 3 = two or three steps. Level 1 exists
+because RL needs a starting policy that is sometimes right: GRPO learns only from groups whose answers
+differ in reward, and the demo's ~1M-parameter model after two minutes of SFT gets only a few percent of
+levels 2-3 right (it has not yet learned to copy the operands out of the question), so without easy
+problems nearly every group scores all zeros. Per-level accuracy is read from the held-out rows' `level`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,22 @@ def _gain(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
 
 def _loss(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
     a = r.randint(10, 99)
+    b = r.randint(1, a - 1)
+    friend = r.choice([n for n in NAMES if n != name])
+    question = (
+        f"{name} has {a} {item} and gives {b} of them to {friend}. How many {item} does {name} have left?"
+    )
+    return question, [_ops(a, "-", b)]
+
+
+def _small_gain(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    a, b = r.randint(1, 9), r.randint(1, 9)
+    question = f"{name} has {a} {item}. Then {name} gets {b} more. How many {item} does {name} have now?"
+    return question, [_ops(a, "+", b)]
+
+
+def _small_loss(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
+    a = r.randint(2, 9)
     b = r.randint(1, a - 1)
     friend = r.choice([n for n in NAMES if n != name])
     question = (
@@ -85,7 +108,13 @@ def _change(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
 
 
 Template = Callable[[random.Random, str, str], tuple[str, list[Step]]]
-TEMPLATES: list[Template] = [_gain, _loss, _boxes, _share, _boxes_then_give, _change]
+LEVELS: dict[int, list[Template]] = {
+    1: [_small_gain, _small_loss],  # one step, one-digit numbers
+    2: [_gain, _loss, _boxes, _share],  # one step, two-digit sums and differences, tables to 12
+    3: [_boxes_then_give, _change],  # two or three steps
+}
+MIX = {1: 0.4, 2: 0.35, 3: 0.25}
+"""Share of the drawn problems at each level."""
 
 
 def solution(steps: list[Step]) -> str:
@@ -97,8 +126,10 @@ def solution(steps: list[Step]) -> str:
 def rows(source: str | None, rng: random.Random) -> Rows:
     seen = set()
     for _ in range(POOL):
-        question, steps = rng.choice(TEMPLATES)(rng, rng.choice(NAMES), rng.choice(ITEMS))
+        level = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+        question, steps = rng.choice(LEVELS[level])(rng, rng.choice(NAMES), rng.choice(ITEMS))
         if question in seen:
             continue
         seen.add(question)
-        yield question, {"prompt": question, "completion": solution(steps), "answer": steps[-1][3]}
+        row = {"prompt": question, "completion": solution(steps), "answer": steps[-1][3], "level": level}
+        yield question, row
