@@ -439,9 +439,12 @@ class RLRun:
         results: dict[str, Any] = {"step": result.step, "train_seconds": result.elapsed}
         if self.eval_prompts:
             results.update({f"heldout_{k}": v for k, v in self.evaluate(policy).items()})
+            # The frozen reference is the starting policy: same prompts and seed give the "before" number.
+            start = self.evaluate(self.reference)
+            results.update({f"start_heldout_{k}": v for k, v in start.items() if k != "kl"})
             print(
                 f"{desc}: held-out "
-                + ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.startswith("heldout_"))
+                + ", ".join(f"{k} {v:.4f}" for k, v in results.items() if "heldout_" in k)
             )
         write_json(self.out_dir / "results.json", results)
         return results
@@ -489,4 +492,11 @@ def summarize(out: str) -> str:
     held = ", ".join(
         f"{k.removeprefix('heldout_')} {v:.4f}" for k, v in r.items() if k.startswith("heldout_")
     )
-    return f"{r['step']:,} steps in {r['train_seconds']:.0f} s" + (f"; held-out {held}" if held else "")
+    start = ", ".join(
+        f"{k.removeprefix('start_heldout_')} {v:.4f}" for k, v in r.items() if k.startswith("start_heldout_")
+    )
+    return (
+        f"{r['step']:,} steps in {r['train_seconds']:.0f} s"
+        + (f"; held-out {held}" if held else "")
+        + (f"; the starting model, same prompts and seed: {start}" if start else "")
+    )
