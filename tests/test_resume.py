@@ -126,3 +126,42 @@ def test_checkpoint_survives_kill_9_during_save(tmp_path):
     straight = train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), tmp_path / "straight")
     assert resumed.losses == straight.losses[2:]
     assert not any(p.name.startswith(".") for p in root.iterdir())  # leftovers swept
+
+
+def lora_model(seed: int = 0) -> torch.nn.Module:
+    """The tiny model with fresh adapters, only they learning; `seed` sets the adapters' initialisation."""
+    from tinylm.train.finetune import prepare_finetune
+
+    model = tiny_model()
+    torch.manual_seed(seed)
+    prepare_finetune(model, "lora")
+    return model
+
+
+def test_lora_checkpoint_holds_only_the_adapters_and_resumes_exactly(tmp_path):
+    straight_model = lora_model()
+    straight = train(straight_model, lm_task(), config(), tmp_path / "straight")
+
+    first = train(lora_model(), Task(interrupt_at(9), lm_loss), config(), tmp_path / "resumed")
+    state = torch.load(
+        latest_checkpoint(tmp_path / "resumed" / "checkpoints") / "state.pt", weights_only=True
+    )
+    learned = {n for n, p in straight_model.named_parameters() if p.requires_grad}
+    assert set(state["model"]) == learned and all(".lora_" in n for n in learned)
+    assert "embed_tokens.weight" in state["frozen"] and len(state["optimizer"]["state"]) == len(learned)
+
+    resumed_model = lora_model(seed=99)  # other adapters: they must come from the checkpoint
+    second = train(resumed_model, lm_task(), config(), tmp_path / "resumed")
+    assert first.losses + second.losses == straight.losses  # bitwise
+    for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_resume_onto_a_changed_frozen_base_is_refused(tmp_path):
+    first = train(lora_model(), Task(interrupt_at(3), lm_loss), config(), tmp_path)
+    assert first.interrupted
+    other = lora_model()
+    with torch.no_grad():
+        other.layers[0].mlp.up_proj.weight[0, 0] += 1e-3
+    with pytest.raises(TinyLMError, match=r"frozen weight layers\.0\.mlp\.up_proj\.weight differs"):
+        train(other, lm_task(), config(), tmp_path)

@@ -1,7 +1,7 @@
 """Resumable training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a directory `<out>/checkpoints/step-00001000/` holding
-  state.pt    model weights, optimizer and grad-scaler state, RNG states of every process
+  state.pt    the weights that learn, optimizer and grad-scaler state, RNG states of every process
               (plain tensors and numbers, read back with `torch.load(weights_only=True)`)
   state.json  step, elapsed training time, skipped steps, best evaluation, last metrics, and the run config.
 
@@ -9,6 +9,12 @@ It is written into a temporary directory, fsynced and renamed (`tinylm.io.atomic
 `kill -9` in the middle of a save leaves only a hidden `.step-*.tmp` directory that is ignored and later
 swept away; the previous checkpoint stays intact. The data position needs no saving: batches are a pure
 function of the step. We keep the last `keep_last` checkpoints plus the best one.
+
+Frozen parameters (LoRA's base, the lower blocks of partial or frozen fine-tuning) are not saved: a resumed
+run rebuilds them from the same starting model, as its config names it, and the optimizer holds state only
+for what learns. Saving the frozen base made every checkpoint of a 135M-parameter LoRA run half a gigabyte
+for a few megabytes of adapters. Instead state.pt keeps a fingerprint (float64 sum and sum of squares) of
+each frozen tensor, so resuming onto a different base is refused rather than silently mixed.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from .distributed import Dist, all_gather
 _PREFIX = "step-"
 # Full (unsharded) state on CPU: the same files whether the run used one process, DDP or FSDP2.
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# Loading: the frozen parameters are absent from the file (checked against the fingerprints instead).
+_FULL_PARTIAL = StateDictOptions(full_state_dict=True, cpu_offload=True, strict=False)
 
 
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -45,6 +53,17 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     others get an empty dict), which is all the writing rank needs.
     """
     return get_model_state_dict(model, options=_FULL)
+
+
+def frozen_names(model: nn.Module) -> set[str]:
+    """State-dict names of the parameters that do not learn (both names of a tied tensor)."""
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum and sum of squares in float64: equal for the same weights, different for any real change."""
+    t = tensor.detach().double()
+    return torch.stack([t.sum(), t.square().sum()])
 
 
 def checkpoint_dirs(root: str | Path) -> list[Path]:
@@ -96,13 +115,17 @@ def save_checkpoint(
     `info` goes to state.json; its "best" entry ({"step": ..., ...} or None) names the checkpoint that
     pruning must keep besides the last `keep_last`.
     """
-    model_state = full_model_state(model)
+    frozen = frozen_names(model)
+    whole = full_model_state(model)
+    model_state = {k: v for k, v in whole.items() if k not in frozen}
+    frozen_prints = {k: fingerprint(v) for k, v in whole.items() if k in frozen}
     optim_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     rngs = all_gather(rng_state(), d)
     path = Path(root) / f"{_PREFIX}{step:08d}"
     if d.is_main:
         state = {
             "model": model_state,
+            "frozen": frozen_prints,
             "optimizer": optim_state,
             "scaler": scaler.state_dict() if scaler is not None else {},
             "rng": rngs,
@@ -152,10 +175,31 @@ def load_checkpoint(
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or corrupted file: say which
         raise TinyLMError(f"cannot read training checkpoint {path / 'state.pt'}: {e}") from e
-    set_model_state_dict(model, state["model"], options=_FULL)
+    _check_frozen(path, model, state)
+    set_model_state_dict(model, state["model"], options=_FULL_PARTIAL)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=_FULL)
     if scaler is not None and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     rngs = state["rng"]
     set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
     return info
+
+
+def _check_frozen(path: Path, model: nn.Module, state: dict[str, Any]) -> None:
+    """The file must hold every weight that learns, and the frozen ones must be those it was trained on.
+
+    Collective under FSDP (gathers the full weights for the fingerprints).
+    """
+    saved, prints = state["model"], state.get("frozen", {})
+    whole = full_model_state(model)
+    missing = sorted(k for k in whole if k not in saved and k not in prints)
+    if missing:
+        raise TinyLMError(
+            f"training checkpoint {path / 'state.pt'} lacks {missing[0]} (and {len(missing) - 1} more)"
+        )
+    for name, expected in prints.items():
+        if name in whole and not torch.allclose(fingerprint(whole[name]), expected, rtol=1e-9, atol=0):
+            raise TinyLMError(
+                f"cannot resume from {path}: frozen weight {name} differs from the one it was trained on "
+                "(was the starting model changed?). Use the same model, or a new output directory"
+            )
