@@ -171,3 +171,24 @@ def test_bad_input_exits_2_with_a_clear_message(base, tmp_path, capsys, rows, ex
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (out / "model").exists()
+
+
+def test_head_only_at_labelled_positions_gives_the_full_forward_loss_and_gradients(base, tiny_tokenizer_dir):
+    """sft_loss skips the head where nothing is labelled on a plain TinyLM; a wrapped model runs it everywhere."""
+    tok = Tokenizer.load(tiny_tokenizer_dir)
+    examples, _ = encode_sft([conversation(i)["messages"] for i in range(3)], tok, 128)
+    batch = LengthBatches(examples, 3, seed=0, pad_id=tok.pad_id)(0)
+    model = load_model(base / "base")
+
+    def grads(call):
+        model.zero_grad()
+        loss = sft_loss(call, batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fast_loss, fast = grads(model)
+    full_loss, full = grads(lambda ids: model(ids))  # not a TinyLM: the whole forward
+    torch.testing.assert_close(fast_loss, full_loss, rtol=1e-6, atol=1e-6)
+    for g, h in zip(fast, full, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)
+    assert (batch["labels"] == IGNORE).any()  # the prompt positions really were skipped

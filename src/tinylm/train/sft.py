@@ -44,9 +44,19 @@ def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
     No attention mask is needed: with right padding, causal attention never lets a real token see a pad,
     and positions count from 0 as they do unpadded; the pads' own outputs carry no label.
+
+    On a plain TinyLM the LM head runs only at labelled positions: for short answers after long prompts
+    (a label after a review) the head and its softmax over the vocabulary were most of the memory and a
+    large share of the time, spent on outputs that carry no loss. Wrapped models (DDP, FSDP2, compiled)
+    run their whole forward, since their hooks live there; the loss is the same either way.
     """
+    labels = batch["labels"]
+    if type(model) is TinyLM:
+        keep = labels != IGNORE
+        logits = model.lm_head(model.hidden(batch["input_ids"])[keep])
+        return F.cross_entropy(logits.float(), labels[keep], ignore_index=IGNORE)
     logits = model(batch["input_ids"])
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE)
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
 
 class LengthBatches:
