@@ -1,14 +1,13 @@
 """From scratch to an instruction-following poet: does SFT teach "写一首五言绝句，题为《X》。"?
 
-    .venv/bin/python benchmarks/sft_poems.py [--work runs/sft_poems] [--pretrain-time 8m] [--sft-steps 300]
+    .venv/bin/python benchmarks/sft_poems.py [--work runs/sft_poems] [--pretrain-time 11m] [--sft-steps 330]
 
-Pretrains a small model on the embedded Tang poems (title + text, no chat format), SFT-tunes it on
-`tinylm data make poems`, and prints the share of exact 五言绝句 among greedy answers for 100 held-out
-titles, before SFT (prompting the base model with the same chat prompt) and after, decoding greedily
-and by sampling at temperature 0.7 (greedy decoding of a small model favours punctuation, whose probability
-is concentrated on one token, and so cuts lines short). Every step is a
-`tinylm` command, printed before it runs; a step whose output exists is skipped, so a rerun only
-re-prints the numbers.
+Pretrains a small model on the embedded Tang poems (title + text, no chat format; 128-token windows, room
+for the chat prompt and its answer, which SFT and evaluation need), SFT-tunes it on the 五言绝句 rows of
+`tinylm data make poems` (`select_form`: one form is learned far sooner than two), and prints the share of
+exact 五言绝句 among the answers for 100 held-out titles, before SFT (prompting the base model with the same
+chat prompt) and after, decoding greedily and by sampling at temperature 0.7. Every step is a `tinylm`
+command, printed before it runs; a step whose output exists is skipped, so a rerun only re-prints the numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from tinylm.data.tasks.poems import select_form
 
 
 def tinylm(*args: str, skip_if: Path | None = None) -> None:
@@ -32,8 +33,8 @@ def tinylm(*args: str, skip_if: Path | None = None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/sft_poems"))
-    parser.add_argument("--pretrain-time", default="8m")
-    parser.add_argument("--sft-steps", default="300")
+    parser.add_argument("--pretrain-time", default="11m")
+    parser.add_argument("--sft-steps", default="330", help="110 steps are one epoch of the 五言绝句 rows")
     parser.add_argument("--n", default="100", help="held-out titles")
     args = parser.parse_args()
     w = args.work
@@ -45,14 +46,16 @@ def main() -> None:
     tinylm("data", "prepare", "--data", "tang", "--template", template, "--tokenizer", str(tok),
            "--out", str(shards), "--val_fraction", "0.02", skip_if=shards)  # fmt: skip
     tinylm("pretrain", "--shards", str(shards), "--out", str(pre), "--model.d_model", "192",
-           "--model.n_layer", "4", "--model.n_head", "4", "--model.max_seq_len", "64",
-           "--train.batch_size", "32", "--train.max_steps", "null", "--train.max_time", args.pretrain_time,
+           "--model.n_layer", "4", "--model.n_head", "4", "--model.max_seq_len", "128", "--context", "128",
+           "--train.batch_size", "16", "--train.max_steps", "null", "--train.max_time", args.pretrain_time,
            "--train.lr", "3e-3", "--train.warmup_steps", "30", "--train.checkpoint_every", "0",
            "--train.eval_batches", "5", "--train.device", "cpu", "--sample_prompt", "静夜思",
            "--sample_tokens", "40", skip_if=pre / "model")  # fmt: skip
-    tinylm("data", "make", "poems", "--out", str(poems), skip_if=poems / "test.jsonl")
+    tinylm("data", "make", "poems", "--out", str(w / "poems_all"), skip_if=w / "poems_all" / "test.jsonl")
+    print(f"$ keep the 五言绝句 rows: select_form({w / 'poems_all'}, {poems}, '五言绝句')")
+    select_form(w / "poems_all", poems, "五言绝句")
     tinylm("sft", "--model", str(pre / "model"), "--data", str(poems), "--out", str(sft), "--mode", "full",
-           "--train.lr", "1e-3", "--train.batch_size", "32", "--train.max_steps", args.sft_steps,
+           "--train.lr", "2e-3", "--train.batch_size", "32", "--train.max_steps", args.sft_steps,
            "--train.warmup_steps", "20", "--train.eval_every", "0", "--train.eval_batches", "10",
            "--train.checkpoint_every", "0", "--train.keep_last", "1", skip_if=sft / "model")  # fmt: skip
     evals = {}

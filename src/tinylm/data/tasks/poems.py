@@ -9,11 +9,14 @@ a held-out title nor a held-out poem is seen in training. A poem is written as i
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ...eval.rewards import detect_form, is_exact_form
+from ...io import atomic_file
 from . import Rows, records
 
 QUATRAINS = ("五言绝句", "七言绝句")
@@ -75,3 +78,18 @@ def rows(source: str, rng: random.Random) -> Rows:
             {"role": "assistant", "content": p.text},
         ]
         yield p.key, {"messages": messages, "form": p.form, "title": p.title, "author": p.author}
+
+
+def select_form(task_dir: str | Path, out: str | Path, form: str) -> Path:
+    """Copy the rows of one form from a `poems` or `preferences` task directory into `out`; returns `out`.
+
+    A small model learns one form far sooner than the form the prompt names among two (7 of 10 quatrains
+    are 七言), so the 五言绝句 benchmarks train and score on 五言绝句 rows alone; the split is untouched.
+    """
+    src, out = Path(task_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train.jsonl", "test.jsonl"):
+        lines = (src / split).read_text(encoding="utf-8").splitlines(keepends=True)
+        with atomic_file(out / split, "w") as f:
+            f.writelines(line for line in lines if line.strip() and json.loads(line).get("form") == form)
+    return out
