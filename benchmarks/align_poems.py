@@ -18,21 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import time
 from pathlib import Path
 
-from tinylm.cli import main as tinylm
+from cli_steps import run
+
 from tinylm.data.tasks.poems import select_form
 from tinylm.train.rl import eval_reward
-
-
-def run(args: list[str]) -> float:
-    """Run one tinylm command, print it, return its wall time in seconds."""
-    print("$ tinylm " + shlex.join(args), flush=True)
-    start = time.perf_counter()
-    if tinylm(args) != 0:
-        raise SystemExit(f"failed: tinylm {shlex.join(args)}")
-    return time.perf_counter() - start
 
 
 def evaluate(model: Path, data: Path, reward: str, reference: Path, n: int, max_new_tokens: int) -> dict:

@@ -22,22 +22,13 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-import time
 from pathlib import Path
 
-from tinylm.cli import main as tinylm
+from cli_steps import run
+
 from tinylm.model.checkpoint import load_checkpoint, load_model
 from tinylm.tokenizer import Tokenizer
 from tinylm.train.rl import evaluate_policy, load_rl_prompts
-
-
-def run(args: list[str]) -> float:
-    """Run one tinylm command, print it, return its wall time in seconds."""
-    print("$ tinylm " + shlex.join(args), flush=True)
-    start = time.perf_counter()
-    if tinylm(args) != 0:
-        raise SystemExit(f"failed: tinylm {shlex.join(args)}")
-    return time.perf_counter() - start
 
 
 def accuracy(model: Path, test: Path, reference: Path, n: int, max_new_tokens: int) -> dict[str, dict]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from functools import partial
 
 from . import Rows
 
@@ -37,30 +38,14 @@ def _ops(a: int, op: str, b: int) -> Step:
     return a, op, b, result
 
 
-def _gain(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
-    a, b = r.randint(2, 99), r.randint(2, 99)
+def _gain(r: random.Random, name: str, item: str, low: int = 2, high: int = 99) -> tuple[str, list[Step]]:
+    a, b = r.randint(low, high), r.randint(low, high)
     question = f"{name} has {a} {item}. Then {name} gets {b} more. How many {item} does {name} have now?"
     return question, [_ops(a, "+", b)]
 
 
-def _loss(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
-    a = r.randint(10, 99)
-    b = r.randint(1, a - 1)
-    friend = r.choice([n for n in NAMES if n != name])
-    question = (
-        f"{name} has {a} {item} and gives {b} of them to {friend}. How many {item} does {name} have left?"
-    )
-    return question, [_ops(a, "-", b)]
-
-
-def _small_gain(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
-    a, b = r.randint(1, 9), r.randint(1, 9)
-    question = f"{name} has {a} {item}. Then {name} gets {b} more. How many {item} does {name} have now?"
-    return question, [_ops(a, "+", b)]
-
-
-def _small_loss(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
-    a = r.randint(2, 9)
+def _loss(r: random.Random, name: str, item: str, low: int = 10, high: int = 99) -> tuple[str, list[Step]]:
+    a = r.randint(low, high)
     b = r.randint(1, a - 1)
     friend = r.choice([n for n in NAMES if n != name])
     question = (
@@ -109,7 +94,7 @@ def _change(r: random.Random, name: str, item: str) -> tuple[str, list[Step]]:
 
 Template = Callable[[random.Random, str, str], tuple[str, list[Step]]]
 LEVELS: dict[int, list[Template]] = {
-    1: [_small_gain, _small_loss],  # one step, one-digit numbers
+    1: [partial(_gain, low=1, high=9), partial(_loss, low=2, high=9)],  # one step, one-digit numbers
     2: [_gain, _loss, _boxes, _share],  # one step, two-digit sums and differences, tables to 12
     3: [_boxes_then_give, _change],  # two or three steps
 }
