@@ -3,13 +3,15 @@
 The field adapts a pretrained model in four common ways, which trade quality for memory and speed:
 
     full     every parameter learns (most memory: gradients and two AdamW moments for all of them)
-    partial  only the last N blocks, the final norm and the LM head learn (the lower layers' features are kept)
+    partial  only the last N blocks, the final norm and an untied LM head learn (the lower layers' features
+             are kept, and the backward pass stops at the first block that learns)
     frozen   the token embeddings and / or the first N blocks are frozen, the rest learns
     lora     every original weight is frozen; low-rank adapters on chosen linear layers learn
 
 `prepare_finetune` applies a mode by setting `requires_grad` (and, for LoRA, by inserting the adapters)
 and reports what will learn. Tied embeddings are one tensor: training the head trains the embedding table,
-and freezing the embeddings freezes the head.
+and freezing the embeddings freezes the head. So partial mode leaves a tied head frozen: training it would
+change the input embeddings too, and the backward pass would run through every block to reach them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def prepare_finetune(
 ) -> Trainable:
     """Set `requires_grad` on `model` for `mode` (inserting adapters for LoRA) and count the result.
 
-    last_blocks: partial mode trains this many last blocks (with the final norm and the LM head).
+    last_blocks: partial mode trains this many last blocks (with the final norm, and the LM head if untied).
     freeze_embeddings, freeze_blocks: frozen mode freezes the embedding table and / or the first blocks.
     lora: the adapters of lora mode (default: rank 8 on the attention projections).
     """
@@ -61,8 +63,10 @@ def prepare_finetune(
     if mode == "partial":
         if not 1 <= last_blocks <= n_layer:
             raise TinyLMError(f"last_blocks must be in [1, {n_layer}] for this model, got {last_blocks}")
-        for module in [*model.layers[n_layer - last_blocks :], model.norm, model.lm_head]:
+        for module in [*model.layers[n_layer - last_blocks :], model.norm]:
             module.requires_grad_(True)
+        if not model.config.tie_embeddings:
+            model.lm_head.requires_grad_(True)
     elif mode == "frozen":
         if not 0 <= freeze_blocks <= n_layer:
             raise TinyLMError(f"freeze_blocks must be in [0, {n_layer}] for this model, got {freeze_blocks}")

@@ -135,7 +135,7 @@ def sft(
             train.jsonl (and test.jsonl, used as the held-out set) as `tinylm data make` writes it.
         out: Run directory. Rerunning the same command there resumes from the last checkpoint.
         test: Held-out SFT JSONL for the evaluation loss (default: DATA/test.jsonl when DATA is a directory).
-        mode: full, partial (last blocks + final norm + head), frozen (embeddings and / or first blocks
+        mode: full, partial (last blocks + final norm + an untied head), frozen (embeddings and / or first blocks
             frozen) or lora.
         lora: LoRA adapters (mode lora): rank, alpha, dropout, targets.
         last_blocks: partial: how many of the last blocks learn.
