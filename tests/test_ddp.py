@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_resume import lora_model
 from test_train_loop import config, lm_task, tiny_model
 
+from tinylm.errors import TinyLMError
 from tinylm.train.checkpointing import latest_checkpoint
 from tinylm.train.loop import train
 
@@ -30,16 +34,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, out: str, fsdp: bool) -> None:
+def _join_process_group(rank: int, world_size: int, port: int) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size)
     )
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, world_size: int, port: int, out: str, fsdp: bool) -> None:
+    _join_process_group(rank, world_size, port)
     from tinylm.train.distributed import shutdown
 
     result = train(tiny_model(), lm_task(), config(max_steps=6, fsdp=fsdp), out)
     shutdown(result.dist)
+
+
+def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: bool) -> None:
+    """Train LoRA under FSDP; on a TinyLMError, write its message to OUT/error-rank{rank}.txt."""
+    _join_process_group(rank, world_size, port)
+    import torch.distributed as dist
+
+    model = lora_model()
+    if change_base:
+        with torch.no_grad():
+            model.layers[0].mlp.up_proj.weight[0, 0] += 1e-3
+    try:
+        train(model, lm_task(), config(max_steps=4, checkpoint_every=2, fsdp=True), out)
+    except TinyLMError as e:
+        (Path(out) / f"error-rank{rank}.txt").write_text(str(e))
+    dist.destroy_process_group()
 
 
 def _losses(run_dir) -> list[float]:
@@ -58,3 +82,20 @@ def test_two_processes_match_one(tmp_path, fsdp):
     state = torch.load(latest_checkpoint(tmp_path / "two" / "checkpoints") / "state.pt", weights_only=True)
     for name, p in single_model.state_dict().items():
         torch.testing.assert_close(state["model"][name], p, rtol=1e-4, atol=1e-6)
+
+
+def test_fsdp_resume_onto_a_changed_frozen_base_fails_on_every_rank(tmp_path):
+    """Only rank 0 holds the gathered weights the check compares; the other rank must fail too, not hang."""
+    mp.spawn(_lora_worker, args=(2, _free_port(), str(tmp_path), False), nprocs=2, join=True)
+    context = mp.spawn(_lora_worker, args=(2, _free_port(), str(tmp_path), True), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank hung after the frozen-base check failed")
+    for rank in (0, 1):
+        assert (
+            "frozen weight layers.0.mlp.up_proj.weight differs"
+            in (tmp_path / f"error-rank{rank}.txt").read_text()
+        )

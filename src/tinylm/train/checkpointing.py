@@ -37,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from ..errors import TinyLMError
 from ..io import atomic_dir, first_difference, read_json, to_plain, write_json
-from .distributed import Dist, all_gather
+from .distributed import Dist, all_gather, broadcast
 
 _PREFIX = "step-"
 # Full (unsharded) state on CPU: the same files whether the run used one process, DDP or FSDP2.
@@ -175,7 +175,9 @@ def load_checkpoint(
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or corrupted file: say which
         raise TinyLMError(f"cannot read training checkpoint {path / 'state.pt'}: {e}") from e
-    _check_frozen(path, model, state)
+    problem = broadcast(_frozen_problem(path, model, state), d)
+    if problem:  # raised on every rank, or the others would wait forever in the next collective
+        raise TinyLMError(problem)
     set_model_state_dict(model, state["model"], options=_FULL_PARTIAL)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=_FULL)
     if scaler is not None and state["scaler"]:
@@ -185,21 +187,22 @@ def load_checkpoint(
     return info
 
 
-def _check_frozen(path: Path, model: nn.Module, state: dict[str, Any]) -> None:
-    """The file must hold every weight that learns, and the frozen ones must be those it was trained on.
+def _frozen_problem(path: Path, model: nn.Module, state: dict[str, Any]) -> str | None:
+    """Why the checkpoint cannot resume this model, or None: the file must hold every weight that learns,
+    and the frozen ones must be those it was trained on.
 
-    Collective under FSDP (gathers the full weights for the fingerprints).
+    Collective under FSDP (gathers the full weights for the fingerprints); only rank 0 holds them, so only
+    rank 0's verdict counts.
     """
     saved, prints = state["model"], state.get("frozen", {})
     whole = full_model_state(model)
     missing = sorted(k for k in whole if k not in saved and k not in prints)
     if missing:
-        raise TinyLMError(
-            f"training checkpoint {path / 'state.pt'} lacks {missing[0]} (and {len(missing) - 1} more)"
-        )
+        return f"training checkpoint {path / 'state.pt'} lacks {missing[0]} (and {len(missing) - 1} more)"
     for name, expected in prints.items():
         if name in whole and not torch.allclose(fingerprint(whole[name]), expected, rtol=1e-9, atol=0):
-            raise TinyLMError(
+            return (
                 f"cannot resume from {path}: frozen weight {name} differs from the one it was trained on "
                 "(was the starting model changed?). Use the same model, or a new output directory"
             )
+    return None
