@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/lora_sentiment.py [--work runs/sentiment2] [--modes lora partial full]
         [--max-chars 50] [--max-time 45m] [--examples 384] [--steps 48] [--batch-size 8] [--n 200] [--model DIR]
-        [--lr LR]
+        [--lr LR] [--warmup 4]
 
 Builds `tinylm data make sentiment-zh` from shared/data/zh/review_sentiment.jsonl, keeps the reviews of at
 most MAX_CHARS characters and reorders each split so that labels alternate 正面, 负面, ... (any prefix is
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch-size", default="8", help="reviews per step")
     parser.add_argument("--n", default="200", help="held-out reviews scored")
     parser.add_argument("--lr", default=None, help="learning rate for every mode (default: LR per mode)")
+    parser.add_argument("--warmup", default="4", help="learning-rate warmup steps")
     parser.add_argument("--rank", default="8", help="LoRA rank (on all linear layers)")
     parser.add_argument("--last-blocks", default="4", help="partial: blocks that learn")
     parser.add_argument("--model", type=Path, help="an imported SmolLM2 directory (default: import the GGUF)")
@@ -102,7 +103,7 @@ def main() -> None:
         run_step("sft", "--model", str(base), "--data", str(data), "--out", str(out), "--mode", mode, *extra,
                "--limit", args.examples, "--context", "256", "--overflow", "drop", "--train.lr", args.lr or LR[mode],
                "--train.batch_size", args.batch_size, "--train.max_steps", args.steps, "--train.max_time", args.max_time,
-               "--train.warmup_steps", "4",
+               "--train.warmup_steps", args.warmup,
                "--train.eval_every", "0", "--train.eval_batches", "4", "--train.checkpoint_every", "0",
                "--train.keep_last", "1", skip_if=out / "results.json")  # fmt: skip
         fits[mode] = json.loads((out / "results.json").read_text())

@@ -32,7 +32,7 @@ from ..tokenizer import Tokenizer
 from .config import TrainConfig
 from .loop import Task, seed_everything, start_run
 from .loop import train as train_loop
-from .reward import load_pairs, pair_batches, split_files
+from .reward import load_pairs, pair_batches, pair_run_results, split_files
 
 
 def answer_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -177,17 +177,14 @@ def dpo(
         return {"step": result.step}
     policy.eval()
     save_checkpoint(policy, out_dir / "model", tokenizer_dir)
-    results: dict[str, Any] = {
-        "step": result.step,
-        "train_seconds": result.elapsed,
-        "train_pairs": len(pairs),
-    }
-    if held_out:
-        scores = evaluate_pairs(policy, held_out, ref["eval"], tok.pad_id, beta)
-        results.update({f"heldout_{k}": v for k, v in scores.items()})
-        print(
-            f"dpo: held-out implicit-reward accuracy {scores['reward_accuracy']:.4f} over {len(held_out)} pairs"
-        )
+    results = pair_run_results(
+        result,
+        len(pairs),
+        held_out,
+        lambda: evaluate_pairs(policy, held_out, ref["eval"], tok.pad_id, beta),
+        "dpo",
+        "reward_accuracy",
+    )
     write_json(out_dir / "results.json", results)
     return results
 

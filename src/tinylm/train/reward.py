@@ -16,6 +16,7 @@ Run directory: config.yaml, metrics.jsonl, checkpoints/, model/ (body checkpoint
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from ..model.checkpoint import load_checkpoint
 from ..model.heads import RewardModel, load_reward_model, save_reward_model
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
-from .loop import Task, seed_everything, start_run
+from .loop import Task, TrainResult, seed_everything, start_run
 from .loop import train as train_loop
 
 
@@ -81,6 +82,24 @@ def pair_batches(pairs: list, batch_size: int, seed: int, pad_id: int):
         return {**collate_pairs([pairs[j] for j in rows], pad_id), "rows": torch.tensor(rows)}
 
     return batch
+
+
+def pair_run_results(
+    result: TrainResult,
+    n_pairs: int,
+    held_out: list,
+    score: Callable[[], dict[str, float]],
+    stage: str,
+    key: str,
+) -> dict[str, Any]:
+    """The results.json of a run trained on preference pairs: steps, time, pairs and, when there are held-out
+    pairs, `score()`'s metrics prefixed `heldout_`, of which `key` is printed."""
+    results: dict[str, Any] = {"step": result.step, "train_seconds": result.elapsed, "train_pairs": n_pairs}
+    if held_out:
+        scores = score()
+        results.update({f"heldout_{k}": v for k, v in scores.items()})
+        print(f"{stage}: held-out {key.replace('_', ' ')} {scores[key]:.4f} over {len(held_out)} pairs")
+    return results
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -175,15 +194,14 @@ def reward_train(
         return {"step": result.step}
     rm.eval()
     save_reward_model(rm, out_dir / "model", tokenizer_dir)
-    results: dict[str, Any] = {
-        "step": result.step,
-        "train_seconds": result.elapsed,
-        "train_pairs": len(pairs),
-    }
-    if held_out:
-        scores = pairwise_accuracy(rm, held_out, tok.pad_id)
-        results.update({f"heldout_{k}": v for k, v in scores.items()})
-        print(f"reward: held-out pairwise accuracy {scores['accuracy']:.4f} over {len(held_out)} pairs")
+    results = pair_run_results(
+        result,
+        len(pairs),
+        held_out,
+        lambda: pairwise_accuracy(rm, held_out, tok.pad_id),
+        "reward",
+        "accuracy",
+    )
     write_json(out_dir / "results.json", results)
     return results
 
