@@ -51,14 +51,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="Held-out prompts scored.")
     parser.add_argument("--max_new_tokens", type=int, default=48)
     parser.add_argument("--methods", nargs="+", default=["ppo", "dpo", "grpo"])
+    parser.add_argument(
+        "--pairs",
+        choices=["judged", "damaged"],
+        default="judged",
+        help="Preference pairs of the reward model and DPO: the SFT model's own answers, best and worst of 4 "
+        "by the poem reward (`tinylm data judge`), or real poems against damaged copies (`data make preferences`).",
+    )
     parser.add_argument("--rm_steps", type=int, default=200)
     parser.add_argument("--rm_lr", type=float, default=1e-3)
     parser.add_argument("--kl_coef", type=float, default=0.05, help="PPO's KL penalty coefficient.")
     parser.add_argument(
         "--ppo_steps", type=int, default=24, help="A multiple of 4 (2 epochs x 2 minibatches)."
     )
+    parser.add_argument("--ppo_lr", type=float, default=3e-4)
     parser.add_argument("--dpo_steps", type=int, default=40)
+    parser.add_argument("--dpo_lr", type=float, default=3e-4)
     parser.add_argument("--grpo_steps", type=int, default=16)
+    parser.add_argument("--grpo_lr", type=float, default=5e-4)
+    parser.add_argument("--grpo_prompts", type=int, default=4, help="Prompts per GRPO step (8 samples each).")
     args = parser.parse_args()
     work = Path(args.work)
     poems, prefs = work / "data" / "poems", work / "data" / "prefs"
@@ -71,6 +82,11 @@ def main() -> None:
             select_form(where.with_name(f"{task}_all"), where, args.form)
     sft = Path(args.sft)
     test, mnt = poems / "test.jsonl", args.max_new_tokens
+    if args.pairs == "judged":
+        prefs = work / "data" / "judged"
+        if not (prefs / "test.jsonl").is_file():
+            run(["data", "judge", "--model", str(sft), "--data", str(poems), "--reward", "poem", "--samples", "4",
+                 "--max_new_tokens", str(mnt), "--out", str(prefs)])  # fmt: skip
     table = [("SFT (start)", None, evaluate(sft, test, "poem", sft, args.n, mnt), 0.0)]
 
     rm = work / "rm"
@@ -87,12 +103,13 @@ def main() -> None:
     rl = f"{CPU} --train.warmup_steps 2 --train.checkpoint_every 8"
     stages = {
         "ppo": f"ppo --data {poems} --model {sft} --reward_model {rm / 'model'} --reward poem {rl} "
-        f"--train.max_steps {args.ppo_steps} --train.batch_size 16 --train.lr 3e-4 --ppo.max_new_tokens {mnt} "
+        f"--train.max_steps {args.ppo_steps} --train.batch_size 16 --train.lr {args.ppo_lr} --ppo.max_new_tokens {mnt} "
         f"--ppo.eval_prompts 0 --ppo.kl_coef {args.kl_coef}",
         "dpo": f"dpo --data {prefs} --model {sft} {CPU} --train.warmup_steps 5 --train.max_steps {args.dpo_steps} --train.batch_size 16 "
-        f"--train.lr 3e-4 --beta 0.1 --limit {args.dpo_steps * 16} --eval_limit 300",  # each pair once
+        f"--train.lr {args.dpo_lr} --beta 0.1 --limit {args.dpo_steps * 16} --eval_limit 300",  # each pair once
         "grpo": f"grpo --data {poems} --model {sft} --reward poem {rl} --train.max_steps {args.grpo_steps} "
-        f"--train.batch_size 32 --train.lr 5e-4 --grpo.group_size 8 --grpo.max_new_tokens {mnt} --grpo.eval_prompts 0",
+        f"--train.batch_size {8 * args.grpo_prompts} --train.lr {args.grpo_lr} --grpo.group_size 8 "
+        f"--grpo.max_new_tokens {mnt} --grpo.eval_prompts 0",
     }
     for method in (m for m in args.methods if m in stages):
         for seed in args.seeds:

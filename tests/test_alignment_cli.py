@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tinylm.cli import main
+from tinylm.eval.rewards import poem_reward
 from tinylm.model import ModelConfig, TinyLM
 from tinylm.model.checkpoint import load_model, save_checkpoint
 from tinylm.tokenizer import train_tokenizer
@@ -380,3 +381,24 @@ def test_bad_rows_exit_2_naming_the_problem(command, row, message, policy, tmp_p
     )
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_judged_pairs_keep_the_best_and_the_worst_answer_and_train_a_reward_model(
+    data, policy, tmp_path, capsys
+):
+    out = tmp_path / "judged"
+    judge = ["data", "judge", "--model", str(policy), "--data", str(data / "poems"), "--reward", "poem"]
+    assert main([*judge, "--samples", "4", "--max_new_tokens", "24", "--out", str(out)]) == 0
+    counts = json.loads((out / "manifest.json").read_text())["rows"]
+    for split, prompts in (("train", 8), ("test", 4)):
+        rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+        assert len(rows) == counts[split] and counts[split] + counts[f"{split}_ties"] == prompts
+        for r in rows:  # the stored rewards are the judge's, and chosen won
+            assert poem_reward(r["chosen"][0]["content"], r["form"]) == r["chosen_reward"]
+            assert poem_reward(r["rejected"][0]["content"], r["form"]) == r["rejected_reward"]
+            assert r["chosen_reward"] > r["rejected_reward"] and r["prompt"][0]["role"] == "user"
+    assert counts["train"] > 0
+    rm = ["reward", "train", "--data", str(out), "--model", str(policy), *TRAIN, "--train.max_steps", "2"]
+    assert main([*rm, "--out", str(tmp_path / "rm")]) == 0
+    assert main([*judge, "--samples", "1", "--out", str(tmp_path / "one")]) == 2
+    assert "samples must be at least 2" in capsys.readouterr().err

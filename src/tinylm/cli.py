@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "data list": "tinylm.data.corpora:print_corpora",
     "data prepare": "tinylm.data.shards:prepare_shards",
     "data make": "tinylm.data.tasks:make_task",
+    "data judge": "tinylm.train.judged_pairs:judge_pairs",
     "import hf": "tinylm.interop.hf:import_hf",
     "import gguf": "tinylm.interop.gguf:import_gguf",
     "export hf": "tinylm.interop.hf:export_hf",

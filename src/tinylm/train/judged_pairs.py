@@ -1,0 +1,118 @@
+"""Preference pairs from a model's own answers, judged by a verifiable reward.
+
+InstructGPT's labellers ranked several answers of the SFT model to each prompt, and the reward model learned
+from those rankings. Here the judge is a reward a user can check (`tinylm.eval.rewards`: poem form and
+rhyme, arithmetic answers): for each prompt, `samples` answers are drawn from the model, and the best and
+the worst by that reward become chosen and rejected. Pairs built this way are on the policy's own
+distribution, which is what PPO's reward model will be asked to score and DPO will move; pairs built by
+damaging real poems (`tinylm data make preferences`) teach the difference between a real poem and its
+damaged copy, which the policy's samples rarely show.
+
+Prompts whose answers all score the same carry no preference and are skipped (and counted). The train and
+test splits of DATA stay apart: pairs for held-out prompts go to test.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import TinyLMError
+from ..io import atomic_dir, check_out_dir, write_json
+from ..model.checkpoint import load_checkpoint
+from ..tokenizer import Tokenizer
+from .rl import RLPrompt, derive_seed, load_rl_prompts, sample, score
+
+
+def judge_prompts(
+    policy,
+    tokenizer,
+    prompts: list[RLPrompt],
+    reward: str,
+    samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+) -> tuple[list[dict], int]:
+    """(pair rows, prompts skipped because every answer scored the same) for `prompts`."""
+    rows, ties = [], 0
+    for start in range(0, len(prompts), 16):  # 16 prompts x `samples` answers per engine batch
+        chunk = prompts[start : start + 16]
+        ids = [p.ids for p in chunk for _ in range(samples)]
+        seqs = sample(policy, tokenizer, ids, max_new_tokens, temperature, derive_seed(seed, start))
+        for i, p in enumerate(chunk):
+            answers = [s.text for s in seqs[i * samples : (i + 1) * samples]]
+            scored = sorted(((score(reward, a, p.fields)["reward"], a) for a in answers), key=lambda t: t[0])
+            (low, rejected), (high, chosen) = scored[0], scored[-1]
+            if high == low:
+                ties += 1
+                continue
+            rows.append(
+                {
+                    "prompt": p.messages,
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    **p.fields,
+                    "chosen_reward": high,
+                    "rejected_reward": low,
+                }
+            )
+    return rows, ties
+
+
+def judge_pairs(
+    model: str,
+    data: str,
+    out: str,
+    reward: str = "poem",
+    samples: int = 4,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Sample answers to DATA's prompts from MODEL and keep the best and the worst of each as a preference pair.
+
+    Writes OUT/train.jsonl and OUT/test.jsonl (`{"prompt", "chosen", "rejected"}` rows, with the prompt
+    row's fields and both rewards) and OUT/manifest.json, and prints the counts.
+
+    Args:
+        model: Checkpoint directory whose answers are judged (usually the SFT model RL will start from).
+        data: Task directory with train.jsonl and test.jsonl (e.g. from `tinylm data make poems`).
+        out: Output directory.
+        reward: The judge: poem (form and rhyme) or arithmetic (the checked answer).
+        samples: Answers drawn per prompt (at least 2).
+        max_new_tokens: Longest answer in tokens.
+        temperature: Sampling temperature; 1 samples the model's own distribution.
+        seed: Sampling seed.
+        limit: Judge at most this many prompts of each split.
+        overwrite: Replace a non-empty OUT.
+    """
+    if samples < 2:
+        raise TinyLMError(f"samples must be at least 2 (a pair needs two answers), got {samples}")
+    check_out_dir(out, None, overwrite)
+    policy, tokenizer_dir = load_checkpoint(model)
+    policy.eval()
+    tok = Tokenizer.load(tokenizer_dir)
+    splits, counts = {}, {}
+    for split in ("train", "test"):
+        path = Path(data) / f"{split}.jsonl"
+        if not path.is_file():
+            raise TinyLMError(f"{data} has no {split}.jsonl; give a task directory (tinylm data make ...)")
+        prompts = load_rl_prompts(path, tok, policy.config.max_seq_len, max_new_tokens, reward)[:limit]
+        splits[split], ties = judge_prompts(
+            policy, tok, prompts, reward, samples, max_new_tokens, temperature, derive_seed(seed, split)
+        )
+        counts[split], counts[f"{split}_ties"] = len(splits[split]), ties
+        print(
+            f"{split}: {len(splits[split]):,} pairs from {len(prompts):,} prompts ({ties:,} all scored alike)"
+        )
+    manifest = {"task": "judged pairs", "model": model, "data": data, "reward": reward, "samples": samples,
+                "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "rows": counts}  # fmt: skip
+    with atomic_dir(out) as tmp:
+        for split, rows in splits.items():
+            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_json(tmp / "manifest.json", manifest)
+    return counts
