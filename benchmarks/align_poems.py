@@ -3,10 +3,14 @@
     .venv/bin/python benchmarks/align_poems.py --sft DIR [--work runs/align] [--seeds 1 2]
 
 `--sft` is the SFT poem model of `benchmarks/sft_poems.py` (its `sft/model`). Every stage runs through the
-`tinylm` CLI and its command is printed. The data are the 五言绝句 rows of `tinylm data make poems` and
-`preferences` (`select_form`), the form the SFT model was taught. Measured on held-out prompts (titles
-never seen in training), one sample each at temperature 1 with a fixed seed: the policy's own
-distribution, on which KL to the SFT model is also estimated; the greedy exact-form rate is printed too.
+`tinylm` CLI and its command is printed. The prompts are the 五言绝句 rows of `tinylm data make poems`
+(`select_form`), the form the SFT model was taught. The preference pairs (`--pairs`) are by default the SFT
+model's own answers, the best and the worst of 4 by the poem reward (`tinylm data judge`): pairs of real
+poems against damaged copies (`--pairs damaged`, `tinylm data make preferences`) teach a reward model
+differences the policy's samples rarely show, and PPO against it did not move the poem reward. Measured on
+held-out prompts (titles never seen in training), one sample each at temperature 1 with a fixed seed: the
+policy's own distribution, on which KL to the SFT model is also estimated; the greedy exact-form rate is
+printed too.
 
 - reward model (`tinylm reward train`) on the preference pairs: held-out pairwise accuracy;
 - PPO with that learned reward model; DPO on the preference pairs; GRPO on the programmatic poem reward;
