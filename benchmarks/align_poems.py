@@ -63,6 +63,9 @@ def main() -> None:
         "by the poem reward (`tinylm data judge`), or real poems against damaged copies (`data make preferences`).",
     )
     parser.add_argument("--rm_steps", type=int, default=200)
+    parser.add_argument(
+        "--reward_model", help="A trained reward model (its model/ directory) for PPO: skip training one."
+    )
     parser.add_argument("--rm_lr", type=float, default=1e-3)
     parser.add_argument("--kl_coef", type=float, default=0.05, help="PPO's KL penalty coefficient.")
     parser.add_argument(
@@ -93,8 +96,8 @@ def main() -> None:
                  "--max_new_tokens", str(mnt), "--out", str(prefs)])  # fmt: skip
     table = [("SFT (start)", None, evaluate(sft, test, "poem", sft, args.n, mnt), 0.0)]
 
-    rm = work / "rm"
-    if "ppo" in args.methods:
+    rm = Path(args.reward_model).parent if args.reward_model else work / "rm"
+    if "ppo" in args.methods and not args.reward_model:
         seconds = run(
             shlex.split(
                 f"reward train --data {prefs} --model {sft} --out {rm} {CPU} --train.warmup_steps 5 --train.max_steps {args.rm_steps} "
