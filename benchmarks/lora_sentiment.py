@@ -1,8 +1,8 @@
 """LoRA, partial and full fine-tuning of SmolLM2-135M-Instruct for Chinese review sentiment, on this CPU.
 
     .venv/bin/python benchmarks/lora_sentiment.py [--work runs/sentiment2] [--modes lora partial full]
-        [--max-chars 50] [--max-time 45m] [--examples 384] [--steps 48] [--batch-size 8] [--n 200] [--model DIR]
-        [--lr LR] [--warmup 4]
+        [--max-chars 50] [--max-time 60m] [--examples 1600] [--steps 200] [--batch-size 8] [--n 400] [--model DIR]
+        [--lr LR] [--warmup 10]
 
 Builds `tinylm data make sentiment-zh` from shared/data/zh/review_sentiment.jsonl, keeps the reviews of at
 most MAX_CHARS characters and reorders each split so that labels alternate 正面, 负面, ... (any prefix is
@@ -12,7 +12,9 @@ held-out rows. Accuracy compares the log-likelihood of 正面 and 负面 as the 
 (`tinylm eval task --method loglik`).
 
 Why these choices: a step costs time in proportion to its tokens, and the prompt alone is 96 tokens, so short
-reviews let several hundred examples fit in an hour of a shared 2-core CPU. The label words are 4 tokens
+reviews let 1,600 examples fit in under an hour of a shared 2-core CPU. The defaults are the run that
+learned the sentiment (LoRA: 48.5 % zero-shot -> 77.0 % on 400 held-out reviews); with 320 examples over
+40-80 steps LoRA learned only the answer format (held-out loss stuck near ln 2 / 5, accuracy 50 %). The label words are 4 tokens
 each (正/负 as two byte tokens, then 面 as two), so only the first answer token decides; the rest is format.
 
 Prints every `tinylm` command before running it; a step whose output exists is skipped, so an evaluation
@@ -34,7 +36,7 @@ from tinylm.data.tasks.sentiment import REVIEW_LABELS, review_prompt
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh" / "review_sentiment.jsonl"
 # Adapters tolerate large steps, whole-model updates need small ones.
-LR = {"lora": "2e-3", "partial": "1e-4", "frozen": "5e-5", "full": "3e-5"}
+LR = {"lora": "1e-3", "partial": "1e-4", "frozen": "5e-5", "full": "3e-5"}
 ALL_LINEAR = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
 
 
@@ -54,13 +56,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/sentiment2"))
     parser.add_argument("--modes", nargs="*", default=["lora", "partial", "full"])
     parser.add_argument("--max-chars", type=int, default=50, help="longest review kept, in characters")
-    parser.add_argument("--max-time", default="45m", help="training time cap per mode (train.max_time)")
-    parser.add_argument("--examples", default="384", help="training reviews")
-    parser.add_argument("--steps", default="48", help="optimizer steps")
+    parser.add_argument("--max-time", default="60m", help="training time cap per mode (train.max_time)")
+    parser.add_argument("--examples", default="1600", help="training reviews")
+    parser.add_argument("--steps", default="200", help="optimizer steps")
     parser.add_argument("--batch-size", default="8", help="reviews per step")
-    parser.add_argument("--n", default="200", help="held-out reviews scored")
+    parser.add_argument("--n", default="400", help="held-out reviews scored")
     parser.add_argument("--lr", default=None, help="learning rate for every mode (default: LR per mode)")
-    parser.add_argument("--warmup", default="4", help="learning-rate warmup steps")
+    parser.add_argument("--warmup", default="10", help="learning-rate warmup steps")
     parser.add_argument("--rank", default="8", help="LoRA rank (on all linear layers)")
     parser.add_argument("--last-blocks", default="4", help="partial: blocks that learn")
     parser.add_argument("--model", type=Path, help="an imported SmolLM2 directory (default: import the GGUF)")
