@@ -101,8 +101,8 @@ def main() -> None:
                  "--max_new_tokens", str(mnt), "--out", str(judged)])  # fmt: skip
         if args.pairs == "both":
             print(f"$ concatenate the pair files of {judged} and {prefs} into {work / 'data' / 'both'}")
+            (work / "data" / "both").mkdir(exist_ok=True)
             for split in ("train.jsonl", "test.jsonl"):
-                (work / "data" / "both").mkdir(exist_ok=True)
                 text = (judged / split).read_text(encoding="utf-8") + (prefs / split).read_text(
                     encoding="utf-8"
                 )

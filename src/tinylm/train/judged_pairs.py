@@ -14,11 +14,13 @@ test splits of DATA stay apart: pairs for held-out prompts go to test.jsonl.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ..data.tasks import write_splits
 from ..errors import TinyLMError
-from ..io import atomic_dir, check_out_dir, write_json
+from ..io import check_out_dir
 from ..model.checkpoint import load_checkpoint
 from ..tokenizer import Tokenizer
 from .rl import RLPrompt, derive_seed, load_rl_prompts, sample, score
@@ -36,7 +38,8 @@ def judge_prompts(
 ) -> tuple[list[dict], int]:
     """(pair rows, prompts skipped because every answer scored the same) for `prompts`."""
     rows, ties = [], 0
-    for start in range(0, len(prompts), 16):  # 16 prompts x `samples` answers per engine batch
+    chunks = range(0, len(prompts), 16)  # 16 prompts x `samples` answers per engine batch
+    for start in tqdm(chunks, desc="judging", unit="batch", disable=None):
         chunk = prompts[start : start + 16]
         ids = [p.ids for p in chunk for _ in range(samples)]
         seqs = sample(policy, tokenizer, ids, max_new_tokens, temperature, derive_seed(seed, start))
@@ -110,9 +113,5 @@ def judge_pairs(
         )
     manifest = {"task": "judged pairs", "model": model, "data": data, "reward": reward, "samples": samples,
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "rows": counts}  # fmt: skip
-    with atomic_dir(out) as tmp:
-        for split, rows in splits.items():
-            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_json(tmp / "manifest.json", manifest)
+    write_splits(out, splits, manifest)
     return counts

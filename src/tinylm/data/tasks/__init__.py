@@ -113,6 +113,16 @@ OUTPUTS = ("train.jsonl", "test.jsonl", "manifest.json")
 """What `make_task` writes: its output directory holds these and nothing else."""
 
 
+def write_splits(out_dir: str | Path, splits: dict[str, list[dict]], manifest: dict[str, Any]) -> None:
+    """OUT_DIR/<split>.jsonl for each split plus OUT_DIR/manifest.json, replacing OUT_DIR in one atomic step
+    (an error midway leaves the old directory, or none, never a half-written one)."""
+    with atomic_dir(out_dir) as tmp:
+        for name, rows in splits.items():
+            with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_json(tmp / "manifest.json", manifest)
+
+
 def make_task(
     task: str, out: str | None = None, source: str | None = None, seed: int = 0, limit: int | None = None
 ) -> dict[str, int]:
@@ -142,11 +152,7 @@ def make_task(
     manifest = {"task": task, "source": source, "seed": seed, "limit": limit, "test_fraction": TEST_FRACTION}
     if corpus:
         manifest["licence"] = f"{corpus.licence}; {corpus.origin}"
-    with atomic_dir(out_dir) as tmp:
-        for name, rows in splits.items():
-            with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_json(tmp / "manifest.json", {**manifest, "rows": counts})
+    write_splits(out_dir, splits, {**manifest, "rows": counts})
     print(f"{task}: {counts['train']:,} train, {counts['test']:,} test -> {out_dir}")
     return counts
 
