@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tinylm.data import CORPORA
+from tinylm.data.bpe import train_tokenizer
 from tinylm.data.shards import prepare_shards
-from tinylm.tokenizer import train_tokenizer
 
 TINY_VOCAB = 1024
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinylm.data.bpe import train_tokenizer
 from tinylm.infer.engine import Engine
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import save_checkpoint
-from tinylm.tokenizer import train_tokenizer
+from tinylm.models import ModelConfig, build_model
+from tinylm.models.checkpoint import save_model
 
 TEXT = (
     "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n"
@@ -45,7 +45,7 @@ def make_checkpoint(root: Path, max_seq_len: int = 256, seed: int = 0) -> Path:
         max_seq_len=max_seq_len,
         init_std=0.2,
     )
-    return save_checkpoint(TinyLM(config), root / "ckpt", root / "tok")
+    return save_model(build_model(config), root / "ckpt", root / "tok")
 
 
 def make_engine(root: Path, **kw) -> Engine:

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tinylm.cli import main
-from tinylm.eval.rewards import poem_reward
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import load_model, save_checkpoint
-from tinylm.tokenizer import train_tokenizer
+from tinylm.data.bpe import train_tokenizer
+from tinylm.models import ModelConfig, build_model
+from tinylm.models.checkpoint import load_model, save_model
+from tinylm.tasks.poetry import poem_reward
 
 POEMS = [
     ("五言绝句", "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"),
@@ -73,7 +73,7 @@ def data(tmp_path_factory) -> Path:
 def tiny_policy(root: Path, tokenizer_dir: Path) -> Path:
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=1024, d_model=32, n_layer=1, n_head=2, d_ff=64, max_seq_len=96)
-    return save_checkpoint(TinyLM(config), root / "policy", tokenizer_dir)
+    return save_model(build_model(config), root / "policy", tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_reward_identical_pairs_are_dropped_and_counted(data, policy, tmp_path, 
 
 
 def test_reward_resumes_exactly(monkeypatch, data, policy, tmp_path):
-    import tinylm.train.reward as reward
+    import tinylm.train.stages.reward as reward
 
     args = [
         "reward",
@@ -214,7 +214,7 @@ def test_reward_resumes_exactly(monkeypatch, data, policy, tmp_path):
 
 
 def test_dpo_end_to_end_and_resume(monkeypatch, data, policy, tmp_path):
-    import tinylm.train.dpo as dpo
+    import tinylm.train.stages.dpo as dpo
 
     args = [
         "dpo",
@@ -243,7 +243,7 @@ def test_dpo_end_to_end_and_resume(monkeypatch, data, policy, tmp_path):
 
 
 def test_ppo_with_learned_reward_resumes_mid_round(monkeypatch, data, policy, reward_model, tmp_path):
-    import tinylm.train.ppo as ppo
+    import tinylm.train.stages.ppo as ppo
 
     args = [
         "ppo",
@@ -286,7 +286,7 @@ def test_ppo_with_learned_reward_resumes_mid_round(monkeypatch, data, policy, re
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert {"heldout_reward", "heldout_exact_form", "heldout_kl"} <= set(results)
     assert (tmp_path / "a" / "model" / "value_head.safetensors").is_file()
-    # Rounds of 2 steps: a stop during step 1 checkpoints inside round 0, resumed from rollout-rank0.pt.
+    # Rounds of 2 steps: a stop during step 1 checkpoints inside round 0, which holds that round's rollout.
     interrupted_then_resumed(
         monkeypatch, ppo, "ppo_loss", 1, [*args, "--out", str(tmp_path / "b")], tmp_path / "b"
     )
@@ -294,7 +294,7 @@ def test_ppo_with_learned_reward_resumes_mid_round(monkeypatch, data, policy, re
 
 
 def test_grpo_arithmetic_resumes_at_a_round_boundary(monkeypatch, data, policy, tmp_path):
-    import tinylm.train.grpo as grpo
+    import tinylm.train.stages.grpo as grpo
 
     args = ["grpo", "--data", str(data / "arith"), "--model", str(policy), "--reward", "arithmetic", *TRAIN]
     args += [
@@ -329,7 +329,7 @@ def test_grpo_arithmetic_resumes_at_a_round_boundary(monkeypatch, data, policy, 
                 "arithmetic",
                 "--reference",
                 str(policy),
-                "--max_new_tokens",
+                "--sampling.max_new_tokens",
                 "8",
             ]
         )
@@ -388,7 +388,7 @@ def test_judged_pairs_keep_the_best_and_the_worst_answer_and_train_a_reward_mode
 ):
     out = tmp_path / "judged"
     judge = ["data", "judge", "--model", str(policy), "--data", str(data / "poems"), "--reward", "poem"]
-    assert main([*judge, "--samples", "4", "--max_new_tokens", "24", "--out", str(out)]) == 0
+    assert main([*judge, "--samples", "8", "--sampling.max_new_tokens", "32", "--out", str(out)]) == 0
     counts = json.loads((out / "manifest.json").read_text())["rows"]
     for split, prompts in (("train", 8), ("test", 4)):
         rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from tinylm.train.dpo import dpo_loss
-from tinylm.train.grpo import group_advantages
-from tinylm.train.ppo import adapt_kl_coef, gae, value_loss
-from tinylm.train.reward import bradley_terry_loss
-from tinylm.train.rl import clipped_surrogate, k3_kl, masked_whiten, pack, token_logprobs
+from tinylm.data.prompts import pack
+from tinylm.infer.scoring import token_logprobs
+from tinylm.train.objectives.pairs import bradley_terry_loss, dpo_loss
+from tinylm.train.rl.grpo import group_advantages
+from tinylm.train.rl.losses import clipped_surrogate, k3_kl, masked_whiten
+from tinylm.train.rl.ppo import adapt_kl_coef, gae, value_loss
 
 
 def t(*rows) -> torch.Tensor:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from tinylm.data.tasks import make_splits
-from tinylm.data.tasks.arithmetic import MIX
+from tinylm.tasks.arithmetic import MIX
+from tinylm.tasks.make import make_splits
 
 STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)\.")
 

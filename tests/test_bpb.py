@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from tinylm.data.bpe import train_tokenizer
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.eval.bpb import eval_bpb, shards_bpb, split_nll
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import save_checkpoint
-from tinylm.tokenizer import train_tokenizer
+from tinylm.models import Backbone, ModelConfig, build_model
+from tinylm.models.checkpoint import save_model
 
 
-def uniform_model(vocab_size: int, max_seq_len: int = 16) -> TinyLM:
+def uniform_model(vocab_size: int, max_seq_len: int = 16) -> Backbone:
     """All weights zero: the logits are exactly zero, so every token costs ln(vocab_size) nats."""
-    model = TinyLM(
+    model = build_model(
         ModelConfig(vocab_size=vocab_size, d_model=16, n_layer=1, n_head=2, max_seq_len=max_seq_len)
     )
     with torch.no_grad():
@@ -59,6 +59,6 @@ def test_context_longer_than_the_model_is_refused(tiny_shards_dir):
 def test_shards_of_another_tokenizer_are_refused(tiny_corpus_dir, tiny_shards_dir, tmp_path):
     other = tmp_path / "other"
     tok = train_tokenizer(str(tiny_corpus_dir), str(other), vocab_size=400)
-    save_checkpoint(uniform_model(tok.vocab_size), tmp_path / "model", other)
+    save_model(uniform_model(tok.vocab_size), tmp_path / "model", other)
     with pytest.raises(TinyLMError, match="another tokenizer"):
         eval_bpb(str(tmp_path / "model"), str(tiny_shards_dir))

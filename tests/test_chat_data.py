@@ -8,19 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from tinylm.data.batching import length_batches
 from tinylm.data.chat import (
     IGNORE,
     collate,
-    collate_pairs,
     encode_conversation,
-    encode_preferences,
     encode_prompt,
     encode_sft,
-    length_batches,
     load_conversations,
-    load_preferences,
     load_prompts,
 )
+from tinylm.data.preferences import collate_pairs, encode_preferences, load_preferences
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import Tokenizer
 

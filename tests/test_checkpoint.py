@@ -8,8 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from tinylm import cli
 from tinylm.errors import TinyLMError
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import load_checkpoint, load_model, model_info, save_checkpoint
+from tinylm.models import ModelConfig, build_model, load_model, save_model
+from tinylm.models.info import model_info
 
 TINY = dict(vocab_size=61, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=48, max_seq_len=32)
 MINE = {"import hf", "import gguf", "export hf", "info"}
@@ -36,9 +36,9 @@ def make_tokenizer(path):
 )
 def test_round_trip_is_exact(overrides, tmp_path):
     torch.manual_seed(0)
-    model = TinyLM(ModelConfig(**{**TINY, **overrides})).eval()
-    save_checkpoint(model, tmp_path / "ckpt", tokenizer_dir=make_tokenizer(tmp_path / "tok"))
-    loaded, tok_dir = load_checkpoint(tmp_path / "ckpt")
+    model = build_model(ModelConfig(**{**TINY, **overrides})).eval()
+    save_model(model, tmp_path / "ckpt", tokenizer_dir=make_tokenizer(tmp_path / "tok"))
+    loaded, tok_dir = load_model(tmp_path / "ckpt"), tmp_path / "ckpt"
     assert loaded.config == model.config
     assert tok_dir == tmp_path / "ckpt" and (tok_dir / "tokenizer_config.json").exists()
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
@@ -50,13 +50,13 @@ def test_round_trip_is_exact(overrides, tmp_path):
 
 
 def test_load_model_casts_dtype(tmp_path):
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt")
-    assert load_model(tmp_path / "ckpt", dtype=torch.bfloat16).embed_tokens.weight.dtype == torch.bfloat16
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
+    assert load_model(tmp_path / "ckpt", dtype=torch.bfloat16).embed.weight.dtype == torch.bfloat16
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path):
     with pytest.raises(TinyLMError, match="holds no tokenizer.json"):
-        save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt", tokenizer_dir=tmp_path)
+        save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt", tokenizer_dir=tmp_path)
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -68,7 +68,7 @@ def edit_weights(ckpt, change):
 
 
 def test_missing_tensor_is_named(tmp_path, monkeypatch, capsys):
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt")
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     edit_weights(tmp_path / "ckpt", lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
     with pytest.raises(TinyLMError, match="lacks tensor 'model.layers.1.mlp.up_proj.weight'"):
         load_model(tmp_path / "ckpt")
@@ -79,11 +79,11 @@ def test_missing_tensor_is_named(tmp_path, monkeypatch, capsys):
 
 
 def test_unexpected_tensor_and_wrong_shape_are_named(tmp_path):
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt")
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     edit_weights(tmp_path / "ckpt", lambda t: t.update({"model.layers.9.extra": torch.zeros(2)}))
     with pytest.raises(TinyLMError, match="unexpected tensor 'model.layers.9.extra'"):
         load_model(tmp_path / "ckpt")
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt")
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     edit_weights(tmp_path / "ckpt", lambda t: t.update({"model.norm.weight": torch.zeros(31)}))
     with pytest.raises(
         TinyLMError, match=r"'model.norm.weight' has shape \(31,\), the config implies \(32,\)"
@@ -92,7 +92,7 @@ def test_unexpected_tensor_and_wrong_shape_are_named(tmp_path):
 
 
 def test_heads_not_dividing_width_via_cli(tmp_path, monkeypatch, capsys):
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt")
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     config_path = tmp_path / "ckpt" / "config.json"
     config = json.loads(config_path.read_text())
     config["tinylm"]["n_head"] = 5
@@ -112,7 +112,7 @@ def test_transformers_config_with_bad_heads_via_cli(tmp_path, monkeypatch, capsy
 
 def test_unsupported_sources_are_refused(tmp_path):
     (tmp_path / "pickle").mkdir()
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "pickle")
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "pickle")
     (tmp_path / "pickle" / "model.safetensors").rename(tmp_path / "pickle" / "pytorch_model.bin")
     with pytest.raises(TinyLMError, match="safetensors only"):
         load_model(tmp_path / "pickle")
@@ -125,13 +125,13 @@ def test_unsupported_sources_are_refused(tmp_path):
 
 
 def test_export_refuses_configs_without_a_transformers_twin(tmp_path, monkeypatch, capsys):
-    save_checkpoint(TinyLM(ModelConfig(**TINY, norm="layernorm")), tmp_path / "ckpt")
+    save_model(build_model(ModelConfig(**TINY, norm="layernorm")), tmp_path / "ckpt")
     assert run_cli(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")], monkeypatch) == 2
     assert "layernorm has no transformers" in capsys.readouterr().err
 
 
 def test_output_directory_guard(tmp_path, monkeypatch, capsys):
-    save_checkpoint(TinyLM(ModelConfig(**TINY)), tmp_path / "ckpt")
+    save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     assert run_cli(["export", "hf", str(tmp_path / "ckpt")], monkeypatch) == 2
     assert "pass --out DIR" in capsys.readouterr().err
     assert (

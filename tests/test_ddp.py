@@ -58,7 +58,7 @@ def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: b
     model = lora_model()
     if change_base:
         with torch.no_grad():
-            model.layers[0].mlp.up_proj.weight[0, 0] += 1e-3
+            model.blocks[0].mlp.up_proj.weight[0, 0] += 1e-3
     try:
         train(model, lm_task(), config(max_steps=4, checkpoint_every=2, fsdp=True), out)
     except TinyLMError as e:
@@ -96,6 +96,6 @@ def test_fsdp_resume_onto_a_changed_frozen_base_fails_on_every_rank(tmp_path):
             pytest.fail("a rank hung after the frozen-base check failed")
     for rank in (0, 1):
         assert (
-            "frozen weight layers.0.mlp.up_proj.weight differs"
+            "frozen weight blocks.0.mlp.up_proj.weight differs"
             in (tmp_path / f"error-rank{rank}.txt").read_text()
         )

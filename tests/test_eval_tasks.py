@@ -11,12 +11,13 @@ from infer_fixtures import make_checkpoint
 from tinylm.cli import main
 from tinylm.data.chat import encode_conversation
 from tinylm.eval.tasks import label_logliks
-from tinylm.model.checkpoint import load_checkpoint
+from tinylm.models import load_model
 from tinylm.tokenizer import Tokenizer
 
 
 def test_shared_prompt_logliks_equal_a_full_forward_pass(tmp_path):
-    model, tok_dir = load_checkpoint(make_checkpoint(tmp_path))
+    tok_dir = make_checkpoint(tmp_path)
+    model = load_model(tok_dir)
     tok = Tokenizer.load(tok_dir)
     prompt = [{"role": "user", "content": "To be, or not to be?"}]
     labels = ["positive", "negative", "the question"]

@@ -16,8 +16,8 @@ from tinylm import cli
 from tinylm.data import read_documents
 from tinylm.errors import TinyLMError
 from tinylm.interop.gguf import import_gguf
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import load_model
+from tinylm.models import Backbone, ModelConfig, build_model
+from tinylm.models.checkpoint import load_model
 
 transformers = pytest.importorskip("transformers")
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
@@ -30,12 +30,12 @@ TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] 
 CONFIG = dict(vocab_size=len(TOKENS), d_model=64, n_layer=2, n_head=4, n_kv_head=2, d_ff=96, max_seq_len=128)
 # llama.cpp's names for our parameters, per layer and at the top level.
 GGUF_NAMES = {
-    "input_norm": "attn_norm",
+    "attn_norm": "attn_norm",
     "attn.q_proj": "attn_q",
     "attn.k_proj": "attn_k",
     "attn.v_proj": "attn_v",
     "attn.o_proj": "attn_output",
-    "post_attn_norm": "ffn_norm",
+    "mlp_norm": "ffn_norm",
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
@@ -43,7 +43,7 @@ GGUF_NAMES = {
 
 
 def gguf_name(name: str) -> str:
-    top = {"embed_tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight"}
+    top = {"embed.weight": "token_embd.weight", "norm.weight": "output_norm.weight"}
     if name in top or name == "lm_head.weight":
         return top.get(name, "output.weight")
     _, i, rest = name.split(".", 2)
@@ -57,8 +57,8 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def write_gguf(
-    path: Path, model: TinyLM, qtype: Q, arch: str = "llama", skip=(), raw_override=None
-) -> TinyLM:
+    path: Path, model: Backbone, qtype: Q, arch: str = "llama", skip=(), raw_override=None
+) -> Backbone:
     """Write `model` as llama.cpp would (matrices in `qtype`, vectors in F32) and return the model
     holding the weights the file really stores (after quantisation), which the import must reproduce."""
     c = model.config
@@ -84,7 +84,7 @@ def write_gguf(
     writer.add_eos_token_id(2)
     writer.add_pad_token_id(2)
     writer.add_chat_template(TEMPLATE)
-    stored = TinyLM(c).eval()
+    stored = build_model(c).eval()
     heads = {"attn.q_proj.weight": c.n_head, "attn.k_proj.weight": c.n_kv_head}
     for (name, p), target in zip(model.named_parameters(), stored.parameters(), strict=True):
         w = p.detach().numpy()
@@ -110,9 +110,9 @@ def write_gguf(
     return stored
 
 
-def random_model(**overrides) -> TinyLM:
+def random_model(**overrides) -> Backbone:
     torch.manual_seed(0)
-    model = TinyLM(ModelConfig(**{**CONFIG, **overrides})).eval()
+    model = build_model(ModelConfig(**{**CONFIG, **overrides})).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.1)
@@ -182,7 +182,7 @@ def test_unsupported_architecture_via_cli(tmp_path, monkeypatch, capsys):
 
 def test_missing_tensor_and_junk_file(tmp_path):
     write_gguf(tmp_path / "m.gguf", random_model(), Q.F32, skip={"blk.1.ffn_up.weight"})
-    with pytest.raises(TinyLMError, match="lacks tensor 'layers.1.mlp.up_proj.weight'"):
+    with pytest.raises(TinyLMError, match="lacks tensor 'blocks.1.mlp.up_proj.weight'"):
         import_gguf(str(tmp_path / "m.gguf"), out=str(tmp_path / "ckpt"))
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(TinyLMError, match="not a readable GGUF file"):
@@ -203,7 +203,7 @@ def smollm2(smollm2_gguf, smollm2_checkpoint):
     return load_model(smollm2_checkpoint), tokenizer, theirs.eval()
 
 
-def greedy(model: TinyLM, prompt: list[int], n: int) -> list[int]:
+def greedy(model: Backbone, prompt: list[int], n: int) -> list[int]:
     """Greedy decoding through the KV cache: the prompt in one pass, then one token per step."""
     cache = model.new_cache(1, len(prompt) + n)
     logits = model(torch.tensor([prompt]), cache=cache)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tinylm.train.grpo import GRPOConfig, grpo_loss
-from tinylm.train.rl import pack
+from tinylm.data.prompts import pack
+from tinylm.train.rl.grpo import GRPOConfig, grpo_loss
 
 
 class Uniform(nn.Module):
@@ -58,7 +58,7 @@ def test_grpo_kl_term_is_k3_to_the_reference_weighted_by_beta() -> None:
 
 def test_summary_shows_the_starting_model_beside_the_trained_one(tmp_path) -> None:
     from tinylm.io import write_json
-    from tinylm.train.rl import summarize
+    from tinylm.train.report import summarize_run as summarize
 
     results = {"step": 40, "train_seconds": 61.2, "heldout_reward": 0.25, "start_heldout_reward": 0.125}
     write_json(tmp_path / "results.json", results)

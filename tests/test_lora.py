@@ -9,7 +9,7 @@ import torch
 from test_parity_hf import hf_twin, random_model
 
 from tinylm.errors import TinyLMError
-from tinylm.model.lora import (
+from tinylm.models.lora import (
     LoraConfig,
     LoRALinear,
     apply_lora,
@@ -44,8 +44,8 @@ def test_merge_keeps_logits_and_unmerge_restores_weights_exactly():
         before = model(ids)
         merge(model)
         merged = model(ids)
-        q = model.layers[0].attn.q_proj.base_layer.weight
-        assert not torch.equal(q, before_w["layers.0.attn.q_proj.base_layer.weight"])
+        q = model.blocks[0].attn.q_proj.base_layer.weight
+        assert not torch.equal(q, before_w["blocks.0.attn.q_proj.base_layer.weight"])
         unmerge(model)
         after = model(ids)
     torch.testing.assert_close(merged, before, atol=1e-5, rtol=0)
@@ -105,13 +105,13 @@ def test_fresh_adapters_change_nothing_and_only_targets_are_wrapped():
         before = model(ids)
     names = apply_lora(model, LoraConfig(rank=2, targets=["self_attn.v_proj"]))
     assert names == ["model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.v_proj"]
-    assert all(isinstance(layer.attn.v_proj, LoRALinear) for layer in model.layers)
-    assert not isinstance(model.layers[0].attn.q_proj, LoRALinear)
+    assert all(isinstance(layer.attn.v_proj, LoRALinear) for layer in model.blocks)
+    assert not isinstance(model.blocks[0].attn.q_proj, LoRALinear)
     with torch.no_grad():
         assert torch.equal(model(ids), before)
 
 
-@pytest.mark.parametrize("target", ["qkv_proj", "lm_head", "embed_tokens", "mlp"])
+@pytest.mark.parametrize("target", ["qkv_proj", "lm_head", "embed", "mlp"])
 def test_a_target_matching_no_layer_is_refused(target):
     with pytest.raises(TinyLMError, match=rf"LoRA target '{target}' matches no linear layer.*q_proj"):
         apply_lora(random_model(), LoraConfig(targets=["q_proj", target]))

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from tinylm.errors import TinyLMError
-from tinylm.model import PRESETS, ModelConfig, TinyLM, model_flops_per_token, param_counts
+from tinylm.models import PRESETS, Backbone, ModelConfig, build_model, model_flops_per_token, param_counts
 
 TINY = dict(vocab_size=97, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=48, max_seq_len=64)
 
 
-def tiny(**overrides) -> TinyLM:
+def tiny(**overrides) -> Backbone:
     torch.manual_seed(0)
-    return TinyLM(ModelConfig(**{**TINY, **overrides})).eval()
+    return build_model(ModelConfig(**{**TINY, **overrides})).eval()
 
 
 def test_logits_shape_and_causality():
@@ -48,11 +48,14 @@ def test_kv_cache_step_by_step_equals_full_forward(overrides):
     torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], atol=1e-5, rtol=0)
 
 
-def test_kv_cache_overflow_is_a_clear_error():
+def test_kv_cache_grows_past_its_first_capacity():
     model = tiny()
-    cache = model.new_cache(1, 4)
-    with pytest.raises(TinyLMError, match="KV cache holds 4 positions"):
-        model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+    ids = torch.randint(0, model.config.vocab_size, (2, 7))
+    cache = model.new_cache(2, 4)
+    with torch.no_grad():
+        steps = [model(ids[:, :5], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in (5, 6)]
+        torch.testing.assert_close(torch.cat(steps, 1), model(ids), atol=1e-5, rtol=0)
+    assert cache.length == 7 and cache.capacity >= 7
 
 
 def test_linear_rope_scaling_divides_positions():
@@ -89,15 +92,15 @@ def test_flops_per_token_formula():
 
 
 def test_presets_build_and_span_the_scales():
-    sizes = {name: param_counts(ModelConfig.preset(name)).blocks for name in PRESETS}
+    sizes = {name: param_counts(ModelConfig(preset=name)).blocks for name in PRESETS}
     assert sizes["1m"] < sizes["10m"] < sizes["50m"] < sizes["smollm2-135m"]
-    smol = param_counts(ModelConfig.preset("smollm2-135m"))
+    smol = param_counts(ModelConfig(preset="smollm2-135m"))
     assert smol.total == 134_515_008  # SmolLM2-135M's published size
-    assert ModelConfig.preset("1m", n_layer=2).n_layer == 2
+    assert ModelConfig(preset="1m", n_layer=2).n_layer == 2
 
 
 def test_heads_not_dividing_width_is_rejected():
     with pytest.raises(TinyLMError, match="n_head=5 does not divide model.d_model=32"):
         ModelConfig(**{**TINY, "n_head": 5, "n_kv_head": None})
     with pytest.raises(TinyLMError, match="unknown model preset"):
-        ModelConfig.preset("nope")
+        ModelConfig(preset="nope")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tinylm.interop.hf import export_hf, import_hf
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import hf_name, load_model, save_checkpoint
+from tinylm.models import Backbone, ModelConfig, build_model, load_model, save_model
+from tinylm.models.checkpoint import hf_names
 
 transformers = pytest.importorskip("transformers")
 
@@ -18,17 +18,17 @@ CASES = {
 }
 
 
-def random_model(**overrides) -> TinyLM:
+def random_model(**overrides) -> Backbone:
     """A TinyLM whose every parameter (norm weights and biases included) is random, so nothing hides."""
     torch.manual_seed(0)
-    model = TinyLM(ModelConfig(**{**BASE, **overrides})).eval()
+    model = build_model(ModelConfig(**{**BASE, **overrides})).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
     return model
 
 
-def hf_twin(model: TinyLM):
+def hf_twin(model: Backbone):
     """The transformers model built from its own config class, with our weights copied in by name."""
     c = model.config
     common = dict(
@@ -49,7 +49,8 @@ def hf_twin(model: TinyLM):
         hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
     else:
         hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, mlp_bias=c.mlp_bias))
-    state = {hf_name(n): p for n, p in model.named_parameters()}
+    names = hf_names(model)
+    state = {names[n]: p for n, p in model.named_parameters()}
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}  # a tied head shares the embedding
     return hf.eval()
@@ -107,7 +108,7 @@ def test_kv_cache_step_by_step_matches_full_forward_and_transformers(case):
 @pytest.mark.parametrize("case", CASES)
 def test_exported_checkpoint_loads_in_transformers_with_same_logits(case, tmp_path):
     ours = random_model(**CASES[case])
-    save_checkpoint(ours, tmp_path / "ckpt")
+    save_model(ours, tmp_path / "ckpt")
     export_hf(str(tmp_path / "ckpt"), out=str(tmp_path / "hf"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
     assert type(hf).__name__ == ("Qwen2ForCausalLM" if ours.config.attn_bias else "LlamaForCausalLM")

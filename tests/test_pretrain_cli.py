@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tinylm.cli import main
-from tinylm.model.checkpoint import load_checkpoint
-from tinylm.tokenizer import train_tokenizer
-from tinylm.train.pretrain import summarize
+from tinylm.data.bpe import train_tokenizer
+from tinylm.models import load_model
+from tinylm.train.report import summarize_run as summarize
 
 TINY_MODEL = [
     "--model.d_model",
@@ -45,16 +45,16 @@ def test_tiny_pretrain_end_to_end(tiny_shards_dir, tmp_path, capsys):
     assert (
         main(pretrain_args(tiny_shards_dir, out, "--sample_tokens", "12", "--sample_prompt", "ROMEO:")) == 0
     )
-    for name in ("config.yaml", "metrics.jsonl", "loss.png", "sample.txt", "results.json", "README.md"):
+    for name in ("config.yaml", "metrics.jsonl", "loss.png", "results.json", "README.md"):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
     assert results["step"] == 8 and results["skipped_steps"] == 0
     assert 0 < results["val_bpb"] < 20 and math.isfinite(results["val_bpb"])
-    assert (out / "sample.txt").read_text().startswith("ROMEO:")
+    assert results["sample"].startswith("ROMEO:")
     assert "bits per byte" in (out / "README.md").read_text()
     assert f"{results['val_bpb']:.4f} bits per byte" in summarize(out)
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    model, _ = load_checkpoint(out / "model")
+    model = load_model(out / "model")
     assert model.config.vocab_size == 1024 and model.config.d_model == 32
 
     # The same number from `tinylm eval bpb` on the saved checkpoint.

@@ -9,9 +9,8 @@ from torch import nn
 
 from tinylm.cli import main
 from tinylm.infer import Engine, SamplingParams
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import load_checkpoint
-from tinylm.model.quant import Int4Linear, Int4Weights, quantize_int4
+from tinylm.models import ModelConfig, build_model, load_model
+from tinylm.models.quant import Int4Linear, Int4Weights, quantize_int4
 from tinylm.tokenizer import Tokenizer
 
 
@@ -57,7 +56,7 @@ def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot
     config = ModelConfig(
         vocab_size=128, d_model=64, n_layer=2, n_head=4, n_kv_head=2, d_ff=72, max_seq_len=32
     )
-    model = TinyLM(config).eval()
+    model = build_model(config).eval()
     x = torch.randint(0, 128, (2, 16))
     with torch.no_grad():
         before = model(x)
@@ -66,9 +65,9 @@ def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot
     # d_ff = 72 is no multiple of 16, so gate and up stay fp32; down (in 72) is no multiple of 32 either.
     assert report.quantized == 2 * 4
     assert sorted(report.kept) == [
-        f"layers.{i}.mlp.{n}" for i in (0, 1) for n in ("down_proj", "gate_proj", "up_proj")
+        f"blocks.{i}.mlp.{n}" for i in (0, 1) for n in ("down_proj", "gate_proj", "up_proj")
     ]
-    assert isinstance(model.layers[0].attn.q_proj, Int4Linear)
+    assert isinstance(model.blocks[0].attn.q_proj, Int4Linear)
     assert isinstance(model.lm_head, nn.Linear)
     assert report.max_error > 0 and report.int4_bytes < report.fp32_bytes / 4
     assert (after - before).abs().mean() < 0.1 * before.abs().mean()
@@ -92,7 +91,7 @@ def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tmp_path, 
 
 
 def test_smollm2_from_q4_1_gguf_quantizes_losslessly(smollm2_checkpoint):
-    model, tokenizer_dir = load_checkpoint(smollm2_checkpoint)
+    model, tokenizer_dir = load_model(smollm2_checkpoint), smollm2_checkpoint
     text = "Now is the winter of our discontent made glorious summer by this sun of York; " * 3
     ids = torch.tensor([Tokenizer.load(tokenizer_dir).encode(text)])
     with torch.no_grad():

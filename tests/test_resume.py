@@ -14,7 +14,7 @@ import torch
 from test_train_loop import config, lm_loss, lm_task, tiny_model, window_batch
 
 from tinylm.errors import TinyLMError
-from tinylm.train import Task
+from tinylm.train import Objective
 from tinylm.train.checkpointing import checkpoint_dirs, latest_checkpoint
 from tinylm.train.loop import train
 
@@ -46,7 +46,9 @@ def test_20_steps_equal_10_plus_signal_plus_resume(tmp_path):
     straight_model = tiny_model(dropout=0.1)
     straight = train(straight_model, lm_task(), config(), tmp_path / "straight")
 
-    first = train(tiny_model(dropout=0.1), Task(interrupt_at(9), lm_loss), config(), tmp_path / "resumed")
+    first = train(
+        tiny_model(dropout=0.1), Objective(interrupt_at(9), lm_loss), config(), tmp_path / "resumed"
+    )
     assert first.interrupted and first.step == 10
     assert [p.name for p in checkpoint_dirs(tmp_path / "resumed" / "checkpoints")] == ["step-00000010"]
     resumed_model = tiny_model(
@@ -75,7 +77,7 @@ def test_keeps_last_k_and_best(tmp_path):
         return {"val_loss": next(val)}
 
     cfg = config(max_steps=12, eval_every=2, checkpoint_every=2, keep_last=2)
-    train(tiny_model(), Task(window_batch, lm_loss, evaluate), cfg, tmp_path)
+    train(tiny_model(), Objective(window_batch, lm_loss, evaluate), cfg, tmp_path)
     kept = [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")]
     assert kept == ["step-00000004", "step-00000010", "step-00000012"]  # best (0.5 at step 4) + last 2
 
@@ -142,13 +144,13 @@ def test_lora_checkpoint_holds_only_the_adapters_and_resumes_exactly(tmp_path):
     straight_model = lora_model()
     straight = train(straight_model, lm_task(), config(), tmp_path / "straight")
 
-    first = train(lora_model(), Task(interrupt_at(9), lm_loss), config(), tmp_path / "resumed")
+    first = train(lora_model(), Objective(interrupt_at(9), lm_loss), config(), tmp_path / "resumed")
     state = torch.load(
         latest_checkpoint(tmp_path / "resumed" / "checkpoints") / "state.pt", weights_only=True
     )
     learned = {n for n, p in straight_model.named_parameters() if p.requires_grad}
     assert set(state["model"]) == learned and all(".lora_" in n for n in learned)
-    assert "embed_tokens.weight" in state["frozen"] and len(state["optimizer"]["state"]) == len(learned)
+    assert "embed.weight" in state["frozen"] and len(state["optimizer"]["state"]) == len(learned)
 
     resumed_model = lora_model(seed=99)  # other adapters: they must come from the checkpoint
     second = train(resumed_model, lm_task(), config(), tmp_path / "resumed")
@@ -158,10 +160,10 @@ def test_lora_checkpoint_holds_only_the_adapters_and_resumes_exactly(tmp_path):
 
 
 def test_resume_onto_a_changed_frozen_base_is_refused(tmp_path):
-    first = train(lora_model(), Task(interrupt_at(3), lm_loss), config(), tmp_path)
+    first = train(lora_model(), Objective(interrupt_at(3), lm_loss), config(), tmp_path)
     assert first.interrupted
     other = lora_model()
     with torch.no_grad():
-        other.layers[0].mlp.up_proj.weight[0, 0] += 1e-3
-    with pytest.raises(TinyLMError, match=r"frozen weight layers\.0\.mlp\.up_proj\.weight differs"):
+        other.blocks[0].mlp.up_proj.weight[0, 0] += 1e-3
+    with pytest.raises(TinyLMError, match=r"frozen weight blocks\.0\.mlp\.up_proj\.weight differs"):
         train(other, lm_task(), config(), tmp_path)

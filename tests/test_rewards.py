@@ -10,16 +10,16 @@ import re
 import pytest
 
 from tinylm.data import CORPORA
-from tinylm.data.tasks.preferences import corrupt
 from tinylm.errors import TinyLMError
-from tinylm.eval.rewards import (
-    arithmetic_reward,
+from tinylm.tasks.arithmetic import arithmetic_reward
+from tinylm.tasks.poetry import (
     detect_form,
     is_exact_form,
     poem_form_score,
     poem_reward,
     poem_rhyme_score,
 )
+from tinylm.tasks.preferences import corrupt
 
 NOTE = re.compile(r"[（(][^（()）]*[)）]")
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from tinylm.cli import main
-from tinylm.data.chat import IGNORE, encode_sft
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.checkpoint import load_checkpoint, load_model, save_checkpoint
-from tinylm.model.lora import load_adapters
+from tinylm.data.batching import LengthBatches
+from tinylm.data.chat import IGNORE, collate, encode_sft
+from tinylm.models import Backbone, ModelConfig, build_model, load_model, save_model
+from tinylm.models.lora import load_adapters
 from tinylm.tokenizer import Tokenizer
-from tinylm.train.sft import LengthBatches, sft_loss
+from tinylm.train.objectives.lm import sft_loss
 
 POEMS = [
     "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
@@ -54,7 +54,7 @@ def base(tiny_tokenizer_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=1024, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=128)
-    save_checkpoint(TinyLM(config), root / "base", tiny_tokenizer_dir)
+    save_model(build_model(config), root / "base", tiny_tokenizer_dir)
     (root / "data").mkdir()
     write_jsonl(root / "data" / "train.jsonl", [conversation(i) for i in range(12)])
     write_jsonl(root / "data" / "test.jsonl", [conversation(i) for i in range(12, 16)])
@@ -77,8 +77,8 @@ def run_sft(base, out, *extra: str) -> int:
     )
 
 
-def block(model: TinyLM, i: int) -> int:
-    return sum(p.numel() for p in model.layers[i].parameters())
+def block(model: Backbone, i: int) -> int:
+    return sum(p.numel() for p in model.blocks[i].parameters())
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_every_mode_trains_end_to_end_with_the_right_trainable_count(base, tmp_p
     assert run_sft(base, out, "--mode", mode, *extra) == 0
     results = json.loads((out / "results.json").read_text())
     m = load_model(base / "base")
-    d, embed = m.config.d_model, m.embed_tokens.weight.numel()
+    d, embed = m.config.d_model, m.embed.weight.numel()
     expected = {
         "full": m.num_params(),
         "partial": block(m, 1) + d,  # last block and final norm; the tied head is the input embedding: frozen
@@ -115,14 +115,14 @@ def test_every_mode_trains_end_to_end_with_the_right_trainable_count(base, tmp_p
     }
     for name in ("config.yaml", "metrics.jsonl", "README.md"):
         assert (out / name).is_file()
-    tuned, _ = load_checkpoint(out / "model")
+    tuned = load_model(out / "model")
     changed = {n for n, p in tuned.named_parameters() if not torch.equal(p, dict(m.named_parameters())[n])}
     if mode == "partial":
-        assert changed and not any(n.startswith(("layers.0.", "embed_tokens")) for n in changed)
+        assert changed and not any(n.startswith(("blocks.0.", "embed")) for n in changed)
     if mode == "frozen":
-        assert changed and not any(n.startswith(("layers.0.", "embed_tokens")) for n in changed)
+        assert changed and not any(n.startswith(("blocks.0.", "embed")) for n in changed)
     if mode == "lora":  # the adapters on the base equal the merged model
-        assert changed == {f"layers.{i}.attn.{p}.weight" for i in range(2) for p in ("q_proj", "v_proj")}
+        assert changed == {f"blocks.{i}.attn.{p}.weight" for i in range(2) for p in ("q_proj", "v_proj")}
         load_adapters(m, out / "adapter")
         ids = torch.randint(0, 1024, (1, 10))
         with torch.no_grad():
@@ -141,14 +141,19 @@ def test_loss_covers_exactly_the_assistant_tokens(base, tiny_tokenizer_dir):
     }
     examples, counts = encode_sft([two_turns["messages"]], tok, 128)
     assert counts.truncated == 0
-    batch = LengthBatches(examples, 1, seed=0, pad_id=tok.pad_id)(0)
+    batch = LengthBatches(
+        [len(e.input_ids) for e in examples],
+        1,
+        0,
+        lambda rows: collate([examples[i] for i in rows], tok.pad_id),
+    )(0)
     labels = batch["labels"][0]
     assert tok.decode(labels[labels != IGNORE].tolist()) == "<|im_end|>".join(POEMS) + "<|im_end|>"
 
     # The gradient reaches the logits at labelled positions only.
     model = load_model(base / "base")
     logits = model(batch["input_ids"]).detach().requires_grad_(True)
-    sft_loss(lambda ids: logits, batch).backward()
+    sft_loss(lambda ids, keep: logits[keep], batch).backward()
     touched = logits.grad.abs().sum(-1) > 0
     assert torch.equal(touched, batch["labels"] != IGNORE)
 
@@ -174,10 +179,15 @@ def test_bad_input_exits_2_with_a_clear_message(base, tmp_path, capsys, rows, ex
 
 
 def test_head_only_at_labelled_positions_gives_the_full_forward_loss_and_gradients(base, tiny_tokenizer_dir):
-    """sft_loss skips the head where nothing is labelled on a plain TinyLM; a wrapped model runs it everywhere."""
+    """sft_loss runs the head only where a label is; computing it everywhere and selecting gives the same."""
     tok = Tokenizer.load(tiny_tokenizer_dir)
     examples, _ = encode_sft([conversation(i)["messages"] for i in range(3)], tok, 128)
-    batch = LengthBatches(examples, 3, seed=0, pad_id=tok.pad_id)(0)
+    batch = LengthBatches(
+        [len(e.input_ids) for e in examples],
+        3,
+        0,
+        lambda rows: collate([examples[i] for i in rows], tok.pad_id),
+    )(0)
     model = load_model(base / "base")
 
     def grads(call):
@@ -187,7 +197,7 @@ def test_head_only_at_labelled_positions_gives_the_full_forward_loss_and_gradien
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     fast_loss, fast = grads(model)
-    full_loss, full = grads(lambda ids: model(ids))  # not a TinyLM: the whole forward
+    full_loss, full = grads(lambda ids, keep: model(ids)[keep])  # the head at every position
     torch.testing.assert_close(fast_loss, full_loss, rtol=1e-6, atol=1e-6)
     for g, h in zip(fast, full, strict=True):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from tinylm.cli import main
-from tinylm.data.tasks import is_test, make_splits
-from tinylm.data.tasks.poems import quatrains, select_form
-from tinylm.eval.rewards import arithmetic_reward, is_exact_form, poem_reward
+from tinylm.tasks import is_test
+from tinylm.tasks.arithmetic import arithmetic_reward
+from tinylm.tasks.make import make_splits
+from tinylm.tasks.poems import quatrains, select_form
+from tinylm.tasks.poetry import is_exact_form, poem_reward
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)\.")

@@ -14,8 +14,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tinylm.cli import main
 from tinylm.data import CORPORA
+from tinylm.data.bpe import train_tokenizer
 from tinylm.errors import TinyLMError
-from tinylm.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
+from tinylm.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 TEXTS = [
     "To be, or not to be: that is the question.",

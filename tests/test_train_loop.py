@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.train import Task, TrainConfig, seed_everything, train
+from tinylm.models import Backbone, ModelConfig, build_model
+from tinylm.train import Objective, TrainConfig, seed_everything, train
 from tinylm.train.config import parse_duration
 from tinylm.train.loop import lr_at
 
@@ -29,12 +29,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_model(dropout: float = 0.0, seed: int = 0) -> TinyLM:
+def tiny_model(dropout: float = 0.0, seed: int = 0) -> Backbone:
     seed_everything(seed)
     config = ModelConfig(
         vocab_size=VOCAB, d_model=32, n_layer=2, n_head=2, max_seq_len=CONTEXT, dropout=dropout
     )
-    return TinyLM(config)
+    return build_model(config)
 
 
 def window_batch(index: int, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +52,7 @@ def lm_loss(model, batch) -> torch.Tensor:
 
 
 def lm_task(**kw) -> Task:
-    return Task(batch=window_batch, loss=lm_loss, **kw)
+    return Objective(batch=window_batch, loss=lm_loss, **kw)
 
 
 def config(**kw) -> TrainConfig:
@@ -94,7 +94,7 @@ def test_loss_falls_and_metrics_are_logged(tmp_path):
 
     result = train(
         tiny_model(),
-        Task(window_batch, loss_with_extra, evaluate, flops_per_token=1000.0),
+        Objective(window_batch, loss_with_extra, evaluate, flops_per_token=1000.0),
         config(max_steps=60, eval_every=30),
         tmp_path,
     )
@@ -127,7 +127,7 @@ def test_nonfinite_step_is_skipped_and_counted(tmp_path, where):
 
     steady = dict(schedule="constant", warmup_steps=0)
     bad_model, clean_model = tiny_model(), tiny_model()
-    result = train(bad_model, Task(indexed, poisoned), config(max_steps=4, **steady), tmp_path / "bad")
+    result = train(bad_model, Objective(indexed, poisoned), config(max_steps=4, **steady), tmp_path / "bad")
     train(clean_model, lm_task(), config(max_steps=3, **steady), tmp_path / "clean")
     assert result.skipped == 1
     assert (where == "loss") == math.isnan(result.losses[3])
@@ -146,9 +146,12 @@ def test_gradient_accumulation_matches_a_big_batch(tmp_path):
         return x[half], y[half]
 
     accum, big = tiny_model(), tiny_model()
-    a = train(accum, Task(pair, lm_loss), config(max_steps=5, grad_accum=2), tmp_path / "a")
+    a = train(accum, Objective(pair, lm_loss), config(max_steps=5, grad_accum=2), tmp_path / "a")
     b = train(
-        big, Task(lambda i: window_batch(i, 8), lm_loss), config(max_steps=5, batch_size=8), tmp_path / "b"
+        big,
+        Objective(lambda i: window_batch(i, 8), lm_loss),
+        config(max_steps=5, batch_size=8),
+        tmp_path / "b",
     )
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
 

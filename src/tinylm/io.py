@@ -101,6 +101,11 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
 def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
     """The dotted path of the first field where two nested configs differ, or None if equal."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -139,8 +144,7 @@ def check_out_dir(out: str | os.PathLike, config: dict[str, Any] | None, overwri
         raise TinyLMError(
             f"output directory {out} is not empty and holds no tinylm config.yaml; choose another"
         )
-    with open(saved, encoding="utf-8") as f:
-        old = yaml.safe_load(f)
+    old = read_yaml(saved)
     diff = first_difference(old, to_plain(config))
     if diff:
         raise TinyLMError(

@@ -41,7 +41,7 @@ STAGES: dict[str, Stage] = {
     "tokenizer": Stage(
         command="tokenizer train",
         wire=lambda recipe, run: {"data": recipe["data"], "out": str(run / "tokenizer")},
-        summary="tinylm.tokenizer:summarize",
+        summary="tinylm.data.bpe:summarize",
     ),
     "shards": Stage(
         command="data prepare",
@@ -55,12 +55,12 @@ STAGES: dict[str, Stage] = {
     "pretrain": Stage(
         command="pretrain",
         wire=lambda recipe, run: {"shards": str(run / "shards"), "out": str(run / "pretrain")},
-        summary="tinylm.train.pretrain:summarize",
+        summary="tinylm.train.report:summarize_run",
     ),
     "sft_data": Stage(
         command="data make",
         wire=lambda recipe, run: {"out": str(run / "sft_data")},
-        summary="tinylm.data.tasks:summarize",
+        summary="tinylm.tasks.make:summarize",
         defaults={"task": "poems"},
     ),
     "sft": Stage(
@@ -70,12 +70,12 @@ STAGES: dict[str, Stage] = {
             "data": str(run / "sft_data"),
             "out": str(run / "sft"),
         },
-        summary="tinylm.train.sft:summarize",
+        summary="tinylm.train.report:summarize_run",
     ),
     "preference_data": Stage(
         command="data make",
         wire=lambda recipe, run: {"task": "preferences", "out": str(run / "preference_data")},
-        summary="tinylm.data.tasks:summarize",
+        summary="tinylm.tasks.make:summarize",
     ),
     "reward": Stage(
         command="reward train",
@@ -84,7 +84,7 @@ STAGES: dict[str, Stage] = {
             "model": str(run / "sft" / "model"),
             "out": str(run / "reward"),
         },
-        summary="tinylm.train.reward:summarize",
+        summary="tinylm.train.report:summarize_run",
     ),
     "ppo": Stage(
         command="ppo",
@@ -94,7 +94,7 @@ STAGES: dict[str, Stage] = {
             "reward_model": str(run / "reward" / "model"),
             "out": str(run / "ppo"),
         },
-        summary="tinylm.train.rl:summarize",
+        summary="tinylm.train.report:summarize_run",
     ),
     "dpo": Stage(
         command="dpo",
@@ -103,7 +103,7 @@ STAGES: dict[str, Stage] = {
             "model": str(run / "sft" / "model"),
             "out": str(run / "dpo"),
         },
-        summary="tinylm.train.dpo:summarize",
+        summary="tinylm.train.report:summarize_run",
     ),
     "grpo": Stage(
         command="grpo",
@@ -112,7 +112,7 @@ STAGES: dict[str, Stage] = {
             "model": str(run / "sft" / "model"),
             "out": str(run / "grpo"),
         },
-        summary="tinylm.train.rl:summarize",
+        summary="tinylm.train.report:summarize_run",
     ),
     "chat": Stage(
         command="chat",

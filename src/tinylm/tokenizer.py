@@ -18,18 +18,17 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from .data.readers import read_documents
 from .errors import TinyLMError
-from .io import atomic_dir, atomic_file, check_out_dir, read_json, write_json, write_yaml
+from .io import atomic_file, read_json, write_json
 
 EOS, BOS, PAD = "<|endoftext|>", "<|bos|>", "<|pad|>"
 CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
@@ -162,7 +161,7 @@ def _compile_template(template: str):
     return env.from_string(template)
 
 
-def _special_token_config() -> dict[str, Any]:
+def special_token_config() -> dict[str, Any]:
     """The tokenizer_config.json fields `transformers` needs to know our special tokens and chat format."""
     decoder = {
         str(i): {
@@ -189,55 +188,19 @@ def _special_token_config() -> dict[str, Any]:
     }
 
 
-def _new_bpe() -> HFTokenizer:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    return tok
-
-
-def train_tokenizer(
-    data: str,
-    out: str,
-    vocab_size: int = 8192,
-    field: str | None = None,
-    template: str | None = None,
-    skip_bad_lines: bool = False,
-    min_frequency: int = 2,
-    overwrite: bool = False,
-) -> Tokenizer:
-    """Train a byte-level BPE tokenizer on a corpus and save it where `transformers` can load it.
-
-    Args:
-        data: Corpus: an embedded name (see `tinylm data list`), a .txt / .jsonl file, a glob or a directory.
-        out: Output directory for tokenizer.json, tokenizer_config.json and config.yaml.
-        vocab_size: Vocabulary size, counting the 256 byte tokens and the 9 special tokens.
-        field: JSONL field that holds each document's text.
-        template: JSONL template instead of a field, e.g. '{title}\\n{paragraphs}' (lists joined by newlines).
-        skip_bad_lines: Skip (and count) JSONL lines that are not JSON objects instead of stopping.
-        min_frequency: A pair of tokens must occur this often to be merged.
-        overwrite: Replace an output directory that holds a different run.
-    """
+def train_bpe(documents: Iterable[str], vocab_size: int, min_frequency: int = 2) -> HFTokenizer:
+    """A byte-level BPE trained on `documents`, with every special token reserved (ids 0..8)."""
     minimum = 256 + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
         raise TinyLMError(
             f"vocab_size {vocab_size} is too small: the 256 byte tokens and {len(SPECIAL_TOKENS)} special "
             f"tokens alone need {minimum}"
         )
-    config = {
-        "data": data,
-        "vocab_size": vocab_size,
-        "field": field,
-        "template": template,
-        "skip_bad_lines": skip_bad_lines,
-        "min_frequency": min_frequency,
-    }
-    if check_out_dir(out, config, overwrite):
-        print(f"tokenizer: {out} already holds this tokenizer; skipping")
-        return Tokenizer.load(out)
-    tok = _new_bpe()
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -245,23 +208,5 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=sys.stderr.isatty(),
     )
-    docs = read_documents(data, field, template, skip_bad_lines)
-    tok.train_from_iterator(tqdm(docs, desc="reading", unit=" docs", disable=None), trainer)
-    with atomic_dir(out) as tmp:
-        with atomic_file(tmp / "tokenizer.json") as f:
-            f.write(tok.to_str(pretty=True))
-        write_json(tmp / "tokenizer_config.json", _special_token_config())
-        write_yaml(tmp / "config.yaml", config)
-    print(f"tokenizer: {tok.get_vocab_size()} tokens -> {out}")
-    return Tokenizer.load(out)
-
-
-def summarize(out: str | os.PathLike) -> str:
-    """A Markdown paragraph on a trained tokenizer directory, for the pipeline's report."""
-    tok = Tokenizer.load(out)
-    with open(Path(out) / "config.yaml", encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    return (
-        f"Byte-level BPE trained on `{config['data']}`: {tok.vocab_size:,} tokens "
-        f"({len(SPECIAL_TOKENS)} special), hash `{tok.hash[:12]}`."
-    )
+    tok.train_from_iterator(tqdm(documents, desc="reading", unit=" docs", disable=None), trainer)
+    return tok

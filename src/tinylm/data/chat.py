@@ -4,8 +4,7 @@ Files are JSONL in the shapes Hugging Face TRL reads:
 
 - SFT: `{"messages": [{"role", "content"}, ...]}`, or `{"prompt", "completion"}` where each is a string (a
   user turn and an assistant turn) or a list of messages;
-- preferences: `{"prompt", "chosen", "rejected"}`, each a string or a list of messages (chosen / rejected
-  hold the assistant's answer);
+- preferences: `{"prompt", "chosen", "rejected"}` (see `tinylm.data.preferences`);
 - prompts for RL (GRPO / PPO): any of the above; the prompt is what precedes the last assistant turn.
 
 A conversation is rendered with the tokenizer's own chat template, so training sees exactly the text that
@@ -18,9 +17,6 @@ strings read as plain text, so data cannot inject control tokens.
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import TinyLMError
+from .jsonl import jsonl_rows
 
 ROLES = ("system", "user", "assistant", "tool")
 IGNORE = -100  # label of a position that carries no loss (cross_entropy's default ignore_index)
@@ -55,15 +52,6 @@ class Counts:
 
 
 @dataclass
-class Preference:
-    """One preference pair: a prompt conversation and two alternative assistant continuations."""
-
-    prompt: Messages
-    chosen: Messages
-    rejected: Messages
-
-
-@dataclass
 class Prompt:
     """A prompt for RL: the conversation before the last assistant turn, that turn (the reference answer, if
     any) and the row's other fields (e.g. `answer`, `form`), which reward functions read."""
@@ -73,30 +61,7 @@ class Prompt:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def _jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(`file:line`, object) for each non-blank line; a line that is not a JSON object is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise TinyLMError(f"{path}: no such file")
-    found = False
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise TinyLMError(f"{where}: not valid JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise TinyLMError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            found = True
-            yield where, row
-    if not found:
-        raise TinyLMError(f"{path}: no rows")
-
-
-def _messages(value: Any, where: str, name: str, default_role: str) -> Messages:
+def messages_field(value: Any, where: str, name: str, default_role: str) -> Messages:
     """A string or a list of {role, content} objects, checked, as a list of messages."""
     if isinstance(value, str):
         return [{"role": default_role, "content": value}]
@@ -116,7 +81,7 @@ def _messages(value: Any, where: str, name: str, default_role: str) -> Messages:
     return out
 
 
-def _require(row: dict[str, Any], where: str, names: tuple[str, ...]) -> None:
+def require_fields(row: dict[str, Any], where: str, names: tuple[str, ...]) -> None:
     missing = [n for n in names if n not in row]
     if missing:
         raise TinyLMError(
@@ -126,11 +91,11 @@ def _require(row: dict[str, Any], where: str, names: tuple[str, ...]) -> None:
 
 def _conversation(row: dict[str, Any], where: str) -> Messages:
     if "messages" in row:
-        messages = _messages(row["messages"], where, "messages", "user")
+        messages = messages_field(row["messages"], where, "messages", "user")
     elif "prompt" in row or "completion" in row:
-        _require(row, where, ("prompt", "completion"))
-        messages = _messages(row["prompt"], where, "prompt", "user")
-        messages += _messages(row["completion"], where, "completion", "assistant")
+        require_fields(row, where, ("prompt", "completion"))
+        messages = messages_field(row["prompt"], where, "prompt", "user")
+        messages += messages_field(row["completion"], where, "completion", "assistant")
     else:
         raise TinyLMError(
             f"{where}: expected a 'messages' list or 'prompt' and 'completion' fields (the row has {', '.join(row) or 'no fields'})"
@@ -142,7 +107,7 @@ def _conversation(row: dict[str, Any], where: str) -> Messages:
 
 def load_conversations(path: str | Path) -> list[Messages]:
     """The conversations of an SFT JSONL file, each checked; any bad row stops the load with its file:line."""
-    return [_conversation(row, where) for where, row in _jsonl_rows(path)]
+    return [_conversation(row, where) for where, row in jsonl_rows(path)]
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
@@ -152,12 +117,14 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     fields other than messages / prompt / completion are kept for the reward function.
     """
     prompts = []
-    for where, row in _jsonl_rows(path):
+    for where, row in jsonl_rows(path):
         if "messages" not in row:
-            _require(row, where, ("prompt",))
-        messages = _messages(row["messages"] if "messages" in row else row["prompt"], where, "prompt", "user")
+            require_fields(row, where, ("prompt",))
+        messages = messages_field(
+            row["messages"] if "messages" in row else row["prompt"], where, "prompt", "user"
+        )
         if "completion" in row:
-            messages += _messages(row["completion"], where, "completion", "assistant")
+            messages += messages_field(row["completion"], where, "completion", "assistant")
         reference = None
         if messages[-1]["role"] == "assistant":
             reference = messages.pop()["content"]
@@ -166,26 +133,6 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         rest = {k: v for k, v in row.items() if k not in ("messages", "prompt", "completion")}
         prompts.append(Prompt(messages, reference, rest))
     return prompts
-
-
-def load_preferences(path: str | Path) -> tuple[list[Preference], Counts]:
-    """Preference pairs of a JSONL file; pairs whose chosen equals rejected teach nothing and are dropped
-    (counted in `Counts.dropped_identical`). A missing field stops the load with its file:line."""
-    pairs, counts = [], Counts()
-    for where, row in _jsonl_rows(path):
-        _require(row, where, ("prompt", "chosen", "rejected"))
-        prompt = _messages(row["prompt"], where, "prompt", "user")
-        chosen = _messages(row["chosen"], where, "chosen", "assistant")
-        rejected = _messages(row["rejected"], where, "rejected", "assistant")
-        for name, answer in (("chosen", chosen), ("rejected", rejected)):
-            if not any(m["role"] == "assistant" for m in answer):
-                raise TinyLMError(f"{where}: {name} has no assistant turn")
-        if chosen == rejected:
-            counts.dropped_identical += 1
-            continue
-        pairs.append(Preference(prompt, chosen, rejected))
-        counts.kept += 1
-    return pairs, counts
 
 
 def encode_conversation(messages: Messages, tokenizer, train_from: int = 0) -> tuple[list[int], list[bool]]:
@@ -247,33 +194,6 @@ def encode_sft(
     return [e for e in examples if e is not None], counts
 
 
-def encode_preferences(
-    pairs: list[Preference], tokenizer, context: int, overflow: str = "drop"
-) -> tuple[list[tuple[Example, Example]], Counts]:
-    """(chosen, rejected) examples whose labels cover only the answer, the tokens DPO and the reward model
-    score. By default a pair is dropped if either side does not fit, since truncating an answer changes what
-    is judged; with overflow="truncate" a pair with a truncated side counts as truncated."""
-    counts, out = Counts(), []
-    for p in pairs:
-        side_counts = Counts()
-        sides = [
-            to_example(
-                *encode_conversation(p.prompt + answer, tokenizer, len(p.prompt)),
-                context,
-                overflow,
-                side_counts,
-            )
-            for answer in (p.chosen, p.rejected)
-        ]
-        if sides[0] is None or sides[1] is None:
-            counts.dropped_too_long += 1
-            continue
-        counts.kept += 1
-        counts.truncated += side_counts.truncated > 0
-        out.append((sides[0], sides[1]))
-    return out, counts
-
-
 def encode_prompt(messages: Messages, tokenizer) -> list[int]:
     """Token ids of a prompt followed by the opening of the assistant's turn, ready for generation: exactly
     the tokens that precede the answer in training (contents encoded as text, as `encode_conversation` does)."""
@@ -298,27 +218,3 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e.labels)
         attention_mask[i, :n] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-
-
-def collate_pairs(pairs: list[tuple[Example, Example]], pad_id: int) -> dict[str, torch.Tensor]:
-    """One batch of 2B rows: the B chosen sequences first, then the B rejected ones (one forward pass)."""
-    return collate([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
-
-
-def length_batches(lengths: list[int], batch_size: int, seed: int, epoch: int = 0) -> list[list[int]]:
-    """Index batches of similar lengths, so little compute goes to padding.
-
-    Indices are shuffled, cut into pools of 50 batches, sorted by length within each pool and cut into
-    batches; the batch order is shuffled again. The result is a pure function of (seed, epoch), so a
-    resumed run finds its place from the step alone.
-    """
-    rng = random.Random(f"{seed}:{epoch}")
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    pool = 50 * batch_size
-    batches = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches

@@ -17,37 +17,26 @@ on the fly, which is how the embedded corpora are read.
 from __future__ import annotations
 
 import glob
-import gzip
-import json
-import lzma
 import re
 import string
-import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
-
-from tqdm import tqdm
+from typing import Any
 
 from ..errors import TinyLMError
 from .corpora import CORPORA, corpus_for_path
+from .jsonl import COMPRESSED, decode, jsonl_rows, open_binary, warn_invalid
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl",)
-_COMPRESSED = {".xz": lzma.open, ".gz": gzip.open}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone surrogates from JSON "\ud800" escapes cannot be encoded
 
 
-def warn(message: str) -> None:
-    """Print a warning on stderr without breaking an active progress bar."""
-    tqdm.write(f"tinylm: warning: {message}", file=sys.stderr)
-
-
 def file_kind(path: Path) -> str | None:
     """ "text", "jsonl" or None (not a corpus file), judged by the suffix under any .xz / .gz."""
-    name = path.name[: -len(path.suffix)] if path.suffix in _COMPRESSED else path.name
+    name = path.name[: -len(path.suffix)] if path.suffix in COMPRESSED else path.name
     suffix = Path(name).suffix.lower()
     return "text" if suffix in TEXT_SUFFIXES else "jsonl" if suffix in JSONL_SUFFIXES else None
 
@@ -95,29 +84,11 @@ def clean_text(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _decode(raw: bytes) -> tuple[str, int]:
-    """UTF-8 text and the number of invalid byte sequences that were replaced by U+FFFD."""
-    try:
-        return raw.decode("utf-8"), 0
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", errors="replace")
-        return text, text.count("\ufffd") - raw.count("\ufffd".encode())
-
-
-def _open(path: Path) -> IO[bytes]:
-    return _COMPRESSED.get(path.suffix, open)(path, "rb")
-
-
-def _warn_invalid(path: Path, count: int) -> None:
-    if count:
-        warn(f"{path}: {count} invalid UTF-8 byte sequence(s) replaced by U+FFFD")
-
-
 def read_text(path: Path) -> str:
     """The whole cleaned text of a plain-text file."""
-    with _open(path) as f:
-        text, invalid = _decode(f.read())
-    _warn_invalid(path, invalid)
+    with open_binary(path) as f:
+        text, invalid = decode(f.read())
+    warn_invalid(path, invalid)
     return clean_text(text.removeprefix("\ufeff"))
 
 
@@ -173,36 +144,10 @@ def render(record: dict[str, Any], template: str, where: str) -> str:
 
 
 def read_jsonl(path: Path, template: str, skip_bad_lines: bool = False) -> Iterator[str]:
-    """Rendered and cleaned documents of a JSONL file, one per non-blank line.
-
-    A line that is not a JSON object stops the read with its file and line number, or, with
-    `skip_bad_lines`, is skipped and counted in a warning at the end of the file.
-    """
-    invalid = skipped = 0
-    first_skipped = None
-    with _open(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line, bad = _decode(raw)
-            invalid += bad
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            except ValueError as e:
-                if not skip_bad_lines:
-                    raise TinyLMError(
-                        f"{where}: not a JSON object ({e}); pass --skip-bad-lines true to skip such lines"
-                    ) from None
-                skipped += 1
-                first_skipped = first_skipped or lineno
-                continue
-            yield clean_text(render(record, template, where))
-    _warn_invalid(path, invalid)
-    if skipped:
-        warn(f"{path}: skipped {skipped} line(s) that are not JSON objects (first at line {first_skipped})")
+    """Rendered and cleaned documents of a JSONL file, one per non-blank line (see `jsonl.jsonl_rows`)."""
+    hint = "; pass --skip-bad-lines true to skip such lines"
+    for where, record in jsonl_rows(path, skip_bad_lines=skip_bad_lines, allow_empty=True, hint=hint):
+        yield clean_text(render(record, template, where))
 
 
 def read_documents(

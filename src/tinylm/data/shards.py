@@ -34,9 +34,10 @@ import torch
 from tqdm import tqdm
 
 from ..errors import TinyLMError
-from ..io import atomic_dir, check_out_dir, read_json, write_json, write_yaml
+from ..io import atomic_dir, check_out_dir, read_json, read_yaml, write_json, write_yaml
 from ..tokenizer import Tokenizer
-from .readers import file_kind, read_documents, read_text, resolve_source, warn
+from .jsonl import warn
+from .readers import file_kind, read_documents, read_text, resolve_source
 
 SPLITS = ("train", "val")
 _CHUNK_CHARS = 1 << 20  # documents are tokenised in chunks of about this many characters
@@ -228,6 +229,14 @@ class TokenShards:
         if info["tokens"] == 0:
             return np.empty(0, dtype=dtype)
         return np.memmap(self.dir / info["file"], dtype=dtype, mode="r", shape=(info["tokens"],))
+
+    def tokenizer_dir(self) -> Path:
+        """The tokenizer directory recorded when the shards were prepared."""
+        saved = read_yaml(self.dir / "config.yaml") if (self.dir / "config.yaml").is_file() else {}
+        recorded = saved.get("tokenizer")
+        if recorded and (Path(recorded) / "tokenizer.json").is_file():
+            return Path(recorded)
+        raise TinyLMError(f"{self.dir} does not say where its tokenizer is; pass --tokenizer DIR")
 
     def check_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Raise TinyLMError unless `tokenizer` is the one these shards were made with."""

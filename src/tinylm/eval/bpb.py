@@ -86,7 +86,7 @@ def eval_bpb(
     """Score a checkpoint in bits per byte on a whole split of token shards or a corpus.
 
     Args:
-        model: Checkpoint directory (model.safetensors, config.json and tokenizer files).
+        model: Model directory (model.safetensors, config.json and tokenizer files).
         data: Token shards directory made with the model's tokenizer, or a corpus (embedded name, file,
             glob or directory) that is tokenised on the fly and split as `tinylm data prepare` splits it.
         split: Which split to score: "val" or "train".
@@ -95,10 +95,9 @@ def eval_bpb(
         val_fraction: Validation share when `data` is a corpus.
         device: "cpu", "cuda" or "cuda:N".
     """
-    from ..model.checkpoint import load_checkpoint
+    from ..models import load_model
 
-    lm, tokenizer_dir = load_checkpoint(model)
-    lm.to(device)
+    tokenizer_dir, lm = model, load_model(model, device)
     if (Path(data) / "manifest.json").is_file():
         shards = TokenShards.open(data)
         shards.check_tokenizer(Tokenizer.load(tokenizer_dir))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TinyLMError
-from .batch_cache import BatchCache
+from ..models.base import Cache
 from .sampling import SamplingParams, choose_tokens
 from .text import TextStream
 
@@ -54,7 +54,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.context = model.config.max_seq_len
-        self.quantization = None  # what load(quantize="int4") did: a tinylm.model.quant.Int4Report
+        self.quantization = None  # what load(quantize="int4") did: a tinylm.models.quant.Int4Report
         ends = (tokenizer.eos_id, self._end_of_turn_id(), tokenizer.token_to_id("<|endoftext|>"))
         self.stop_ids = frozenset(i for i in ends if i is not None)
 
@@ -67,15 +67,16 @@ class Engine:
         quantize="int4" stores the Transformer blocks' weights as int4 (`tinylm.model.quant`), which
         decodes several times faster on a CPU; the report of what it did is kept in `self.quantization`.
         """
-        from ..model.checkpoint import load_checkpoint
-        from ..model.quant import quantize_int4
+        from ..models import load_model
+        from ..models.quant import quantize_int4
         from ..tokenizer import Tokenizer
 
         if quantize not in ("none", "int4"):
             raise TinyLMError(f"quantize must be 'none' or 'int4', got {quantize!r}")
-        model, tokenizer_dir = load_checkpoint(path)
+        tokenizer = Tokenizer.load(path)
+        model = load_model(path)
         report = quantize_int4(model) if quantize == "int4" else None
-        engine = cls(model.to(device), Tokenizer.load(tokenizer_dir), max_batch_size)
+        engine = cls(model.to(device), tokenizer, max_batch_size)
         engine.quantization = report
         return engine
 
@@ -118,6 +119,14 @@ class Engine:
             stop_ids=stop_ids,
         )
 
+    def complete(self, text: str, params: SamplingParams) -> str:
+        """`text` and its continuation; the prompt is cut from the left to leave room for the new tokens, and
+        an empty one starts a new document (after EOS)."""
+        ids = self.tokenizer.encode(text) if text else [self.tokenizer.eos_id]
+        ids = ids[-max(1, self.context - params.max_new_tokens) :]
+        room = replace(params, max_new_tokens=min(params.max_new_tokens, self.context - len(ids)))
+        return text + self.generate([ids], room)[0].text
+
     def generate(
         self,
         prompts: list[str] | list[list[int]],
@@ -156,8 +165,19 @@ class Engine:
                     yield delta
 
 
+def sample(
+    model: torch.nn.Module, tokenizer, prompts: list[list[int]], params: SamplingParams
+) -> list[Sequence]:
+    """Decode every prompt in one batch (row i uses `params.seed + i`); the model's train / eval mode is
+    restored afterwards, so a training stage can sample from the model it trains."""
+    was_training = model.training
+    seqs = Engine(model, tokenizer, max_batch_size=max(1, len(prompts))).generate(prompts, params)
+    model.train(was_training)
+    return seqs
+
+
 class Batch:
-    """The sequences decoding together and their shared KV cache; `add` and `step` advance them.
+    """The sequences decoding together and their shared cache; `add` and `step` advance them.
 
     Both return `(sequence, new_text)` for every sequence that produced a token. Finished sequences leave
     the batch (and the cache) at once.
@@ -166,13 +186,13 @@ class Batch:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.seqs: list[Sequence] = []
-        self.cache: BatchCache | None = None
+        self.cache: Cache | None = None
 
     @torch.inference_mode()
     def add(self, seqs: list[Sequence]) -> list[tuple[Sequence, str]]:
         """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join."""
         model = self.engine.model
-        device = model.embed_tokens.weight.device
+        device = model.device
         n = max(len(s.prompt_ids) for s in seqs)
         ids = torch.zeros(len(seqs), n, dtype=torch.long, device=device)
         mask = torch.zeros(len(seqs), n, dtype=torch.long, device=device)
@@ -181,8 +201,8 @@ class Batch:
             mask[i, n - len(s.prompt_ids) :] = 1
         # Room for the next tokens; the cache grows as needed, so a long max_new_tokens costs no memory up front.
         room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs + self.seqs))
-        cache = BatchCache.empty(model, len(seqs), n + room)
-        logits = model.lm_head(model.hidden(ids, attention_mask=mask, cache=cache)[:, -1])
+        cache = model.new_cache(len(seqs), n + room)
+        logits = model(ids, attention_mask=mask, cache=cache, keep=1)[:, -1]
         if self.cache is None:
             self.cache = cache
         else:
@@ -194,9 +214,9 @@ class Batch:
     def step(self) -> list[tuple[Sequence, str]]:
         """Feed every sequence its last token and sample the next one."""
         model = self.engine.model
-        ids = torch.tensor([[s.token_ids[-1]] for s in self.seqs], device=self.cache.mask.device)
-        hidden = model.hidden(ids, attention_mask=torch.ones_like(ids), cache=self.cache)
-        return self._advance(self.seqs, model.lm_head(hidden[:, -1]))
+        ids = torch.tensor([[s.token_ids[-1]] for s in self.seqs], device=model.device)
+        logits = model(ids, attention_mask=torch.ones_like(ids), cache=self.cache, keep=1)[:, -1]
+        return self._advance(self.seqs, logits)
 
     def cancel(self, seq: Sequence) -> None:
         """End `seq` now (its client went away), freeing its row if it has one."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from ..data.jsonl import jsonl_rows
 from ..errors import TinyLMError
 from ..io import atomic_file
 from .engine import Engine, Sequence
@@ -17,20 +18,13 @@ def read_prompts(path: Path) -> list[str]:
     """Prompts from a .jsonl file (a "prompt" field per line) or a text file (one prompt per non-empty line)."""
     if not Path(path).is_file():
         raise TinyLMError(f"--prompts_file {path} does not exist")
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
     if Path(path).suffix != ".jsonl":
-        return [line for line in lines if line.strip()]
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TinyLMError(f"{path}:{n}: not valid JSON ({e})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise TinyLMError(f'{path}:{n}: expected an object with a string "prompt" field')
-        prompts.append(record["prompt"])
+    for where, row in jsonl_rows(path, ("prompt",)):
+        if not isinstance(row["prompt"], str):
+            raise TinyLMError(f'{where}: expected a string "prompt" field')
+        prompts.append(row["prompt"])
     return prompts
 
 

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from ..errors import TinyLMError
 from ..io import write_json
-from ..model import ModelConfig, TinyLM
-from ..model.checkpoint import DType, parse_dtype, save_checkpoint
+from ..models import Backbone, ModelConfig, build_model, save_model
+from ..models.checkpoint import DType, parse_dtype
 from . import output_dir
 
 ARCHITECTURES = ("llama", "qwen2")
@@ -46,14 +46,14 @@ TENSOR_TYPES = (
 )
 """Types dequantised through `gguf.quants`; the tests cover F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1."""
 
-_TOP_LEVEL = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
+_TOP_LEVEL = {"token_embd": "embed", "output_norm": "norm", "output": "lm_head"}
 _PER_LAYER = {
-    "attn_norm": "input_norm",
+    "attn_norm": "attn_norm",
     "attn_q": "attn.q_proj",
     "attn_k": "attn.k_proj",
     "attn_v": "attn.v_proj",
     "attn_output": "attn.o_proj",
-    "ffn_norm": "post_attn_norm",
+    "ffn_norm": "mlp_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
@@ -103,9 +103,9 @@ def import_gguf(file: str, out: str | None = None, dtype: DType = "float32", ove
     config = _config(reader, path, arch, tie=tensors.get("lm_head.weight") is None)
     with tempfile.TemporaryDirectory() as tok_dir:
         _write_tokenizer(reader, path, Path(tok_dir), config)  # first, so a bad tokenizer fails fast
-        model = TinyLM(config)
+        model = build_model(config)
         _load_tensors(model, tensors, path, permute_qk=arch == "llama")
-        save_checkpoint(model.to(torch_dtype), out_dir, tokenizer_dir=tok_dir)
+        save_model(model.to(torch_dtype), out_dir, tokenizer_dir=tok_dir)
     print(f"imported {path} -> {out_dir} ({arch}, {model.num_params():,} parameters, {dtype})")
     return out_dir
 
@@ -152,6 +152,7 @@ def _config(reader: GGUFReader, path: Path, arch: str, tie: bool) -> ModelConfig
         raise TinyLMError(f"{path}: rope scaling {scaling!r} is not supported; expected 'linear' or none")
     vocab = get("vocab_size", None) or len(_meta(reader, path, "tokenizer.ggml.tokens"))
     return ModelConfig(
+        family="llama",
         vocab_size=int(vocab),
         d_model=d_model,
         n_layer=int(get("block_count")),
@@ -170,10 +171,10 @@ def _config(reader: GGUFReader, path: Path, arch: str, tie: bool) -> ModelConfig
 
 
 def _our_name(name: str) -> str | None:
-    """tinylm's name for a llama.cpp tensor name ("blk.3.attn_q.weight" -> "layers.3.attn.q_proj.weight")."""
+    """tinylm's name for a llama.cpp tensor name ("blk.3.attn_q.weight" -> "blocks.3.attn.q_proj.weight")."""
     parts = name.split(".")
     if len(parts) == 4 and parts[0] == "blk" and parts[2] in _PER_LAYER:
-        return f"layers.{parts[1]}.{_PER_LAYER[parts[2]]}.{parts[3]}"
+        return f"blocks.{parts[1]}.{_PER_LAYER[parts[2]]}.{parts[3]}"
     if len(parts) == 2 and parts[0] in _TOP_LEVEL:
         return f"{_TOP_LEVEL[parts[0]]}.{parts[1]}"
     return None
@@ -204,7 +205,7 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _load_tensors(model: TinyLM, tensors: dict[str, ReaderTensor], path: Path, permute_qk: bool) -> None:
+def _load_tensors(model: Backbone, tensors: dict[str, ReaderTensor], path: Path, permute_qk: bool) -> None:
     params = dict(model.named_parameters())
     missing = sorted(set(params) - set(tensors))
     if missing:

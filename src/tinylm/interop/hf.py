@@ -1,7 +1,7 @@
 """Hugging Face directories (safetensors + config.json + tokenizer files) in and out of tinylm.
 
-`load_model` already reads a transformers Llama / SmolLM2 / Qwen2 directory, and `save_checkpoint` writes
-one, so import normalises a directory (shards merged, dtype chosen, config checked against our model)
+`load_model` already reads a transformers directory of a supported model type, and `save_model` writes one,
+so import normalises a directory (shards merged, dtype chosen, config checked against our model)
 and export checks that the model has a transformers twin before writing it.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TinyLMError
-from ..model.checkpoint import DType, hf_architecture, load_model, parse_dtype, save_checkpoint
+from ..models import get_family, load_model, save_model
+from ..models.checkpoint import DType, parse_dtype
 from . import output_dir
 
 
 def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Import a Hugging Face Llama / SmolLM2 / Qwen2 model directory as a tinylm checkpoint.
+    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2) as a tinylm checkpoint.
 
     Args:
         src: Directory with config.json, model.safetensors (or shards with an index) and tokenizer files.
@@ -27,13 +28,13 @@ def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwr
     if not (src_dir / "tokenizer.json").is_file():
         raise TinyLMError(f"{src_dir} has no tokenizer.json; a model is imported together with its tokenizer")
     model = load_model(src_dir, dtype=parse_dtype(dtype))
-    save_checkpoint(model, out_dir, tokenizer_dir=src_dir)
+    save_model(model, out_dir, tokenizer_dir=src_dir)
     print(f"imported {src_dir} -> {out_dir} ({model.num_params():,} parameters, {dtype})")
     return out_dir
 
 
 def export_hf(ckpt: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Export a tinylm checkpoint as a directory that transformers' AutoModelForCausalLM loads.
+    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder).
 
     Args:
         ckpt: tinylm checkpoint directory.
@@ -43,8 +44,8 @@ def export_hf(ckpt: str, out: str | None = None, dtype: DType = "float32", overw
     """
     ckpt_dir, out_dir = Path(ckpt), output_dir(out, overwrite)
     model = load_model(ckpt_dir, dtype=parse_dtype(dtype))
-    arch = hf_architecture(model.config)
+    arch = get_family(model.config.family).hf_architecture(model.config)
     has_tokenizer = (ckpt_dir / "tokenizer.json").is_file()
-    save_checkpoint(model, out_dir, tokenizer_dir=ckpt_dir if has_tokenizer else None)
+    save_model(model, out_dir, tokenizer_dir=ckpt_dir if has_tokenizer else None)
     print(f"exported {ckpt_dir} -> {out_dir} as {arch}" + ("" if has_tokenizer else " (no tokenizer files)"))
     return out_dir

@@ -1,7 +1,8 @@
 """Resumable training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a directory `<out>/checkpoints/step-00001000/` holding
-  state.pt    the weights that learn, optimizer and grad-scaler state, RNG states of every process
+  state.pt    the weights that learn, optimizer and grad-scaler state, RNG states of every process, and
+              every process's objective state (its `state_dict()`: an RL run's rollout and KL coefficient)
               (plain tensors and numbers, read back with `torch.load(weights_only=True)`)
   state.json  step, elapsed training time, skipped steps, best evaluation, last metrics, and the run config.
 
@@ -109,6 +110,7 @@ def save_checkpoint(
     info: dict[str, Any],
     d: Dist,
     keep_last: int,
+    objective_state=None,
 ) -> Path:
     """Write the checkpoint of `step` atomically and prune old ones; collective under DDP / FSDP.
 
@@ -121,6 +123,7 @@ def save_checkpoint(
     frozen_prints = {k: fingerprint(v) for k, v in whole.items() if k in frozen}
     optim_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     rngs = all_gather(rng_state(), d)
+    objectives = all_gather(objective_state.state_dict() if objective_state is not None else {}, d)
     path = Path(root) / f"{_PREFIX}{step:08d}"
     if d.is_main:
         state = {
@@ -129,6 +132,7 @@ def save_checkpoint(
             "optimizer": optim_state,
             "scaler": scaler.state_dict() if scaler is not None else {},
             "rng": rngs,
+            "objective": objectives,
         }
         with atomic_dir(path) as tmp:
             torch.save(state, tmp / "state.pt")
@@ -157,8 +161,10 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None,
     run_config: dict[str, Any],
     d: Dist,
+    objective_state=None,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, scaler and this process's RNG from `path`; return its state.json.
+    """Restore model, optimizer, scaler, this process's RNG and objective state from `path`; return its
+    state.json.
 
     Raises TinyLMError naming the first config field that differs from the one the checkpoint was made
     with, since continuing such a run would silently mix two experiments.
@@ -184,6 +190,9 @@ def load_checkpoint(
         scaler.load_state_dict(state["scaler"])
     rngs = state["rng"]
     set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
+    if objective_state is not None:
+        saved = state.get("objective") or [{}]
+        objective_state.load_state_dict(saved[d.rank] if d.rank < len(saved) else saved[0])
     return info
 
 

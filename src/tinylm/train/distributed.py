@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..models.base import Backbone
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -49,19 +51,26 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     return d, device
 
 
+def backbones(model: nn.Module) -> list[Backbone]:
+    """Every backbone inside `model` (the model itself, a reward model's body, a policy's trunk)."""
+    return [m for m in model.modules() if isinstance(m, Backbone)]
+
+
 def wrap_model(model: nn.Module, d: Dist, fsdp: bool) -> nn.Module:
-    """DDP (replicated weights, all-reduced gradients) or FSDP2 (sharded per block, then the root).
+    """DDP (replicated weights, all-reduced gradients) or FSDP2 (each backbone's blocks sharded, then the root).
 
     Returns the module to call in the training step; the original `model` keeps the plain parameter names
-    used by checkpoints.
+    used by checkpoints. FSDP2 shards `model`'s parameters in place, so after training a sharded model is
+    read through `full_model_state` (see `tinylm.train.stage`).
     """
     if not d.enabled:
         return model
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for block in getattr(model, "layers", []):
-            fully_shard(block)
+        for backbone in backbones(model):
+            for block in backbone.blocks:
+                fully_shard(block)
         return fully_shard(model)
     device_ids = [model_device(model)] if model_device(model).type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -103,6 +112,15 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2 has sharded `model`'s parameters (they are DTensors then)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def shutdown(d: Dist) -> None:
+    """Leave the process group once every process is done with it."""
     if d.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

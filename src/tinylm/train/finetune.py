@@ -16,54 +16,37 @@ change the input embeddings too, and the backward pass would run through every b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import TinyLMError
-from ..model import TinyLM
-from ..model.lora import LoraConfig, apply_lora
+from ..models import Backbone
+from ..models.lora import LoraConfig, apply_lora
 
 Mode = Literal["full", "partial", "frozen", "lora"]
 
 
-@dataclass
-class Trainable:
-    """What a mode leaves trainable, counted once per distinct tensor (a tied head is the embedding)."""
-
-    trainable: int
-    total: int
-    lora_targets: list[str] = field(default_factory=list)
-
-    @property
-    def share(self) -> float:
-        return self.trainable / self.total
-
-
-def _count(params) -> int:
-    return sum(p.numel() for p in {id(p): p for p in params}.values())
-
-
 def prepare_finetune(
-    model: TinyLM,
+    model: Backbone,
     mode: Mode,
     last_blocks: int = 1,
     freeze_embeddings: bool = True,
     freeze_blocks: int = 0,
     lora: LoraConfig | None = None,
-) -> Trainable:
-    """Set `requires_grad` on `model` for `mode` (inserting adapters for LoRA) and count the result.
+) -> list[str]:
+    """Set `requires_grad` on `model` for `mode` (inserting adapters for LoRA); return the adapted layers'
+    transformers-style names (LoRA) or [].
 
     last_blocks: partial mode trains this many last blocks (with the final norm, and the LM head if untied).
     freeze_embeddings, freeze_blocks: frozen mode freezes the embedding table and / or the first blocks.
     lora: the adapters of lora mode (default: rank 8 on the attention projections).
     """
-    n_layer = len(model.layers)
+    n_layer = len(model.blocks)
     targets: list[str] = []
     model.requires_grad_(mode == "full")
     if mode == "partial":
         if not 1 <= last_blocks <= n_layer:
             raise TinyLMError(f"last_blocks must be in [1, {n_layer}] for this model, got {last_blocks}")
-        for module in [*model.layers[n_layer - last_blocks :], model.norm]:
+        for module in [*model.blocks[n_layer - last_blocks :], model.norm]:
             module.requires_grad_(True)
         if not model.config.tie_embeddings:
             model.lm_head.requires_grad_(True)
@@ -73,14 +56,13 @@ def prepare_finetune(
         if not freeze_embeddings and freeze_blocks == 0:
             raise TinyLMError("mode frozen freezes nothing: set freeze_embeddings true or freeze_blocks > 0")
         model.requires_grad_(True)
-        model.layers[:freeze_blocks].requires_grad_(False)
+        model.blocks[:freeze_blocks].requires_grad_(False)
         if freeze_embeddings:
-            model.embed_tokens.requires_grad_(False)
+            model.embed.requires_grad_(False)
     elif mode == "lora":
         targets = apply_lora(model, lora or LoraConfig())
         for name, p in model.named_parameters():
             p.requires_grad_(".lora_A." in name or ".lora_B." in name)
     elif mode != "full":
         raise TinyLMError(f"mode must be full, partial, frozen or lora, got {mode!r}")
-    params = list(model.parameters())
-    return Trainable(_count(p for p in params if p.requires_grad), _count(params), targets)
+    return targets

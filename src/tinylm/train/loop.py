@@ -1,14 +1,15 @@
 """The training loop every stage reuses.
 
-A stage (pretraining, SFT, reward modelling, DPO, PPO...) describes its work as a `Task`: how to make the
-micro-batch with a given index, how to turn a batch into a loss, and optionally how to evaluate. `train()`
+A stage (pretraining, SFT, reward modelling, DPO, PPO...) describes its work as an `Objective`: how to make
+the micro-batch with a given index, how to turn a batch into a loss, optionally how to evaluate, and any
+state of its own that a resume must restore (PPO's adaptive KL coefficient, the current RL rollout). `train()`
 owns everything else, once: device and process group, AdamW with decay / no-decay groups, the learning-rate
 schedule, gradient accumulation, clipping, autocast, the non-finite guard, periodic evaluation, checkpoints
 and resume, SIGINT / SIGTERM, metrics JSONL, the progress bar.
 
 One optimizer step, on each of `world_size` processes:
 
-    for each of grad_accum micro-batches:  loss = task.loss(model, task.batch(index)); backward
+    for each of grad_accum micro-batches:  loss = objective.loss(model, objective.batch(index)); backward
     average gradients over processes (DDP / FSDP) → clip → skip if not finite → AdamW step with lr(step)
 
 Micro-batch indices are global: step s uses indices s·M … s·M + M − 1 with M = grad_accum × world_size, and
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,10 +38,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import TinyLMError
-from ..io import check_out_dir, to_plain, write_yaml
+from ..io import to_plain
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import Dist, all_reduce_mean, barrier, broadcast, init_distributed, wrap_model
+from .distributed import Dist, all_reduce_mean, backbones, barrier, broadcast, init_distributed, wrap_model
 
 LossOutput = torch.Tensor | tuple[torch.Tensor, dict[str, float]]
 
@@ -54,18 +55,28 @@ def count_tokens(batch: Any) -> int:
     return count_tokens(batch[0])
 
 
+class Stateful(Protocol):
+    """State an objective keeps beyond the model and optimizer, saved in every checkpoint (per process)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 @dataclass
-class Task:
+class Objective:
     """What a stage supplies to the loop.
 
     batch: micro-batch index -> batch (tensors on CPU; the loop moves tensors, tuples and dicts of them to
-        the device). Must be a pure function of the index: that is what makes resume and DDP exact.
+        the device). Must be a pure function of the index (and of `state`): that is what makes resume and
+        DDP exact.
     loss: (model, batch) -> scalar loss, or (loss, {name: float}) to log extra per-step metrics (averaged
         over the step's micro-batches). `model` is the wrapped module (DDP / compiled); just call it.
     evaluate: model -> {name: float}, run under no_grad in eval mode on every process. A "val_loss" entry
         decides which checkpoint is the best.
     flops_per_token: model FLOPs of one training token (forward + backward), for MFU; None: no MFU.
     tokens: tokens in a batch, for tokens/s.
+    state: anything else a resumed run needs back (`state_dict()` / `load_state_dict()`), saved per process.
     """
 
     batch: Callable[[int], Any]
@@ -73,6 +84,7 @@ class Task:
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     flops_per_token: float | None = None
     tokens: Callable[[Any], int] = count_tokens
+    state: Stateful | None = None
 
 
 @dataclass
@@ -100,23 +112,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def start_run(
-    out: str | Path, run_config: dict[str, Any], config: TrainConfig, overwrite: bool
-) -> tuple[Dist, torch.device, Path]:
-    """Join the process group (under torchrun) and claim the stage's output directory.
-
-    Rank 0 refuses a directory that holds a different run (or clears it with `overwrite`) and records the
-    resolved config in config.yaml; the other processes wait for it. Returns (dist, device, out_dir).
-    """
-    d, device = init_distributed(config.resolve_device())
-    out_dir = Path(out)
-    if d.is_main:
-        check_out_dir(out_dir, run_config, overwrite)
-        write_yaml(out_dir / "config.yaml", to_plain(run_config))
-    barrier(d)
-    return d, device, out_dir
 
 
 def lr_at(config: TrainConfig, step: int, progress: float) -> float:
@@ -151,10 +146,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig, fused: bool) -> torch
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each block of `model.layers` during backward instead of storing its activations."""
+    """Recompute each block of every backbone in `model` during backward instead of storing its activations
+    (a reward model's or a policy-with-value's body included)."""
     from torch.utils.checkpoint import checkpoint
 
-    for block in model.layers:
+    blocks = [block for backbone in backbones(model) for block in backbone.blocks]
+    if not blocks:
+        raise TinyLMError("train.activation_checkpointing needs a model with blocks (a tinylm backbone)")
+    for block in blocks:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
@@ -164,10 +163,11 @@ def measure_matmul_flops(
 ) -> float:
     """Peak FLOP/s of this process on a 2048×2048 matmul loop: the denominator of MFU.
 
-    Measured rather than looked up, because what a shared CPU delivers depends on its threads and load.
+    Measured rather than looked up, because what a shared CPU delivers depends on its threads and load. The
+    operands are constant, so measuring draws nothing from the RNG a resumed run has just restored.
     """
-    a = torch.randn(2048, 2048, device=device_type, dtype=dtype)
-    b = torch.randn(2048, 2048, device=device_type, dtype=dtype)
+    a = torch.full((2048, 2048), 0.5, device=device_type, dtype=dtype)
+    b = torch.full((2048, 2048), 0.25, device=device_type, dtype=dtype)
     sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
     a @ b  # warm-up: thread pool and caches
     sync()
@@ -252,13 +252,13 @@ class _Metrics:
 
 def train(
     model: nn.Module,
-    task: Task,
+    objective: Objective,
     config: TrainConfig,
     out_dir: str | Path,
     run_config: dict[str, Any] | None = None,
     desc: str = "train",
 ) -> TrainResult:
-    """Train `model` on `task` until max_steps, max_time or a stop signal; resume if `out_dir` has checkpoints.
+    """Train `model` on `objective` until max_steps, max_time or a stop signal; resume if `out_dir` has checkpoints.
 
     `run_config` (the stage's resolved config, default just `config`) is stored in every checkpoint; resuming
     with a different one raises TinyLMError naming the field. Checkpoints go to <out_dir>/checkpoints, metrics
@@ -288,13 +288,13 @@ def train(
     step, elapsed, skipped, best, eval_metrics = 0, 0.0, 0, None, {}
     last = broadcast(latest_checkpoint(ckpt_root), d)
     if last is not None:
-        info = load_checkpoint(last, model, optimizer, scaler, run_config, d)
+        info = load_checkpoint(last, model, optimizer, scaler, run_config, d, objective.state)
         step, elapsed, skipped, best = info["step"], info["elapsed"], info["skipped"], info["best"]
         eval_metrics = info["metrics"]
 
     max_steps, max_seconds = config.max_steps, config.max_seconds
     n_micro = config.grad_accum * d.world_size
-    peak = measure_matmul_flops(device.type, dtype) * d.world_size if task.flops_per_token else None
+    peak = measure_matmul_flops(device.type, dtype) * d.world_size if objective.flops_per_token else None
     params = [p for p in model.parameters() if p.requires_grad]
     metrics = _Metrics(out_dir, step, config.tensorboard) if d.is_main else None
     bar = tqdm(
@@ -310,12 +310,12 @@ def train(
             "metrics": eval_metrics,
             "config": run_config,
         }
-        save_checkpoint(ckpt_root, step, model, optimizer, scaler, info, d, config.keep_last)
+        save_checkpoint(ckpt_root, step, model, optimizer, scaler, info, d, config.keep_last, objective.state)
 
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad(), autocast:
-            result = task.evaluate(model)
+            result = objective.evaluate(model)
         model.train()
         return {k: float(v) for k, v in result.items()}
 
@@ -332,11 +332,11 @@ def train(
             start = time.perf_counter()
             loss_sum, extras, tokens = torch.zeros((), device=device), {}, 0
             for i in range(config.grad_accum):
-                batch = task.batch(step * n_micro + d.rank * config.grad_accum + i)
-                tokens += task.tokens(batch)
+                batch = objective.batch(step * n_micro + d.rank * config.grad_accum + i)
+                tokens += objective.tokens(batch)
                 sync = i == config.grad_accum - 1 or not hasattr(wrapped, "no_sync")
                 with contextlib.nullcontext() if sync else wrapped.no_sync(), autocast:
-                    out = task.loss(step_model, to_device(batch, device))
+                    out = objective.loss(step_model, to_device(batch, device))
                 loss, logs = out if isinstance(out, tuple) else (out, {})
                 scaled = loss / config.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
@@ -376,7 +376,7 @@ def train(
                 "tokens_per_s": tokens_per_s,
             }
             if peak:
-                record["mfu"] = task.flops_per_token * tokens_per_s / peak
+                record["mfu"] = objective.flops_per_token * tokens_per_s / peak
             record.update(extras, skipped=skipped, elapsed=elapsed)
             if metrics:
                 metrics.write(record)
@@ -392,7 +392,7 @@ def train(
 
             done = interrupted or not budget_left()
             saved = False
-            if task.evaluate and ((config.eval_every and step % config.eval_every == 0) or done):
+            if objective.evaluate and ((config.eval_every and step % config.eval_every == 0) or done):
                 eval_metrics = evaluate()
                 if metrics:
                     metrics.write({"step": step, **{f"eval/{k}": v for k, v in eval_metrics.items()}})

@@ -1,0 +1,196 @@
+"""Model directories: `model.safetensors` + a Hugging Face `config.json` + the tokenizer files (+ heads).
+
+The layout is Hugging Face's on purpose: `transformers` loads a tinylm directory whose family has a twin,
+and `load_model` loads a transformers directory of a supported model type as it is, so import and export
+are thin. Each family maps its config and tensor names (`Family.to_hf_config`, `Family.hf_name`); our full
+config rides along under the `"tinylm"` key. Scalar heads (a reward model's, PPO's value head) are stored
+beside the body as `<name>.safetensors`, so the body still loads anywhere.
+
+Loading reads only JSON and safetensors, never pickle, so an untrusted checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import TinyLMError
+from ..io import atomic_dir, read_json, write_json
+from .base import Backbone
+from .config import ModelConfig
+from .registry import build_model, family_of_hf, get_family
+
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+CONFIG = "config.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+DType = Literal["float32", "bfloat16", "float16"]
+"""Weight dtypes a command can store."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """The torch dtype for a command-line name ("float32", "bfloat16", "float16")."""
+    if name not in DTYPES:
+        raise TinyLMError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def hf_names(model: Backbone) -> dict[str, str]:
+    """transformers' name of each of the model's parameters, by our name."""
+    to_hf = get_family(model.config.family).hf_name
+    return {n: to_hf(n) for n, _ in model.named_parameters()}
+
+
+def _special_token_ids(tokenizer_dir: Path) -> dict[str, int]:
+    """bos/eos/pad token ids named in tokenizer_config.json, looked up in tokenizer.json (for HF generate)."""
+    config_path = tokenizer_dir / "tokenizer_config.json"
+    if not config_path.exists():
+        return {}
+    config, tok = read_json(config_path), read_json(tokenizer_dir / "tokenizer.json")
+    ids = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
+    vocab = tok.get("model", {}).get("vocab")
+    if isinstance(vocab, dict):
+        ids = {**vocab, **ids}
+    out = {}
+    for role in ("bos", "eos", "pad"):
+        token = config.get(f"{role}_token")
+        token = token.get("content") if isinstance(token, dict) else token
+        if token in ids:
+            out[f"{role}_token_id"] = ids[token]
+    return out
+
+
+def save_model(
+    model: nn.Module, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None
+) -> Path:
+    """Write `model` (and the tokenizer files found in `tokenizer_dir`) to `out_dir`, atomically.
+
+    `model` is a Backbone, or a model with heads (`.body` and `.heads`, see `tinylm.models.heads`). Weights
+    keep the model's dtype and take transformers' names; a tied LM head is stored once, as the embedding,
+    which is how transformers expects tied checkpoints.
+    """
+    body, heads = (model, {}) if isinstance(model, Backbone) else (model.body, dict(model.heads))
+    names = hf_names(body)
+    tensors = {names[n]: p.detach().cpu().contiguous() for n, p in body.named_parameters()}
+    dtype = next(iter(tensors.values())).dtype
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
+    if tok_dir is not None and not (tok_dir / "tokenizer.json").is_file():
+        raise TinyLMError(f"{tok_dir} holds no tokenizer.json")
+    special = _special_token_ids(tok_dir) if tok_dir is not None else {}
+    family = get_family(body.config.family)
+    with atomic_dir(out_dir) as tmp:
+        save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+        write_json(tmp / CONFIG, family.to_hf_config(body.config, dtype, special))
+        for name, head in heads.items():
+            state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+            save_file(state, tmp / f"{name}.safetensors", metadata={"format": "pt"})
+        for name in TOKENIZER_FILES if tok_dir is not None else ():
+            if (tok_dir / name).is_file():
+                shutil.copyfile(tok_dir / name, tmp / name)
+    return Path(out_dir)
+
+
+def _tensor_files(model_dir: Path) -> dict[str, Path]:
+    """Map each tensor name to the safetensors file holding it (one file, or shards with an index)."""
+    single, index = model_dir / WEIGHTS, model_dir / WEIGHTS_INDEX
+    if single.is_file():
+        with safe_open(single, framework="pt") as f:
+            return dict.fromkeys(f.keys(), single)
+    if index.is_file():
+        return {name: model_dir / file for name, file in read_json(index)["weight_map"].items()}
+    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+        raise TinyLMError(
+            f"{model_dir} holds only pickle weights (*.bin / *.pt); tinylm loads safetensors only, because "
+            "unpickling can run code. Convert them with transformers' save_pretrained(safe_serialization=True)"
+        )
+    raise TinyLMError(f"{model_dir} holds no {WEIGHTS} (or {WEIGHTS_INDEX})")
+
+
+def _load_weights(model: Backbone, model_dir: Path) -> None:
+    """Copy every parameter from the directory's safetensors, checking names and shapes first."""
+    names = hf_names(model)
+    expected = {names[n]: p for n, p in model.named_parameters()}
+    files = _tensor_files(model_dir)
+    # Buffers recomputed from the config, and a tied head that some exporters write out anyway.
+    ignorable = {n for n in files if n.endswith("rotary_emb.inv_freq")}
+    if model.config.tie_embeddings:
+        ignorable.add(get_family(model.config.family).hf_name("lm_head.weight"))
+    missing = sorted(set(expected) - set(files))
+    unexpected = sorted(set(files) - set(expected) - ignorable)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise TinyLMError(
+            f"{model_dir}: checkpoint lacks tensor {missing[0]!r}{more} that the config implies"
+        )
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise TinyLMError(f"{model_dir}: checkpoint has unexpected tensor {unexpected[0]!r}{more}")
+    by_file: dict[Path, list[str]] = {}
+    for name in expected:
+        by_file.setdefault(files[name], []).append(name)
+    with torch.no_grad(), tqdm(total=len(expected), desc="loading", unit="tensor", disable=None) as bar:
+        for path, tensor_names in by_file.items():
+            if not path.is_file():
+                raise TinyLMError(f"{path} is missing (named in {WEIGHTS_INDEX})")
+            with safe_open(path, framework="pt") as f:
+                for name in tensor_names:
+                    shape, want = tuple(f.get_slice(name).get_shape()), tuple(expected[name].shape)
+                    if shape != want:
+                        raise TinyLMError(
+                            f"{path}: tensor {name!r} has shape {shape}, the config implies {want}"
+                        )
+                    expected[name].copy_(f.get_tensor(name))
+                    bar.update()
+
+
+def read_config(model_dir: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a tinylm or Hugging Face model directory, without touching the weights."""
+    path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise TinyLMError(f"{model_dir} is not a model directory: no {CONFIG}")
+    try:
+        hf = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinyLMError(f"{path} is not valid JSON: {e}") from None
+    if "tinylm" in hf:
+        return ModelConfig.from_dict(hf["tinylm"])
+    return family_of_hf(hf.get("model_type"), str(path)).from_hf_config(hf, str(path))
+
+
+def load_model(
+    model_dir: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Backbone:
+    """A model in eval mode from a tinylm model directory or a Hugging Face one of a supported type."""
+    model_dir = Path(model_dir)
+    model = build_model(read_config(model_dir))
+    _load_weights(model, model_dir)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_head(model_dir: str | os.PathLike, name: str, head: nn.Module) -> nn.Module:
+    """Fill `head` from `<model_dir>/<name>.safetensors`, checking that the tensors fit it."""
+    path = Path(model_dir) / f"{name}.safetensors"
+    if not path.is_file():
+        raise TinyLMError(f"{model_dir} holds no {path.name}: it is not a tinylm model with a {name}")
+    state = load_file(path)
+    expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        raise TinyLMError(f"{path}: tensors {found} do not fit this model's {name} ({expected})")
+    head.load_state_dict(state)
+    return head

@@ -1,0 +1,95 @@
+"""Multi-head attention with grouped-query key/value heads, and the boolean masks that steer it.
+
+One module serves every family: causal self-attention (GPT, Llama), bidirectional self-attention (BERT,
+an encoder), and cross-attention to another sequence (an encoder-decoder's decoder), with optional rotary
+positions and KV cache. It goes through `scaled_dot_product_attention`, which picks a fused kernel on CPU
+and GPU. Masks are boolean, True where a query may attend to a key, shaped (B, 1, T, S).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import apply_rotary
+
+
+class Attention(nn.Module):
+    """Attention from `x` (B, T, d_model) to itself, or to `context` (B, S, d_context) for cross-attention.
+
+    `rotary` is (cos, sin) for self-attention with rotary positions; a `cache` stores this layer's keys and
+    values (`layer_idx`) so later calls attend to every position seen so far.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        n_kv_head: int | None = None,
+        bias: bool = False,
+        out_bias: bool = False,
+        dropout: float = 0.0,
+        layer_idx: int = 0,
+        d_context: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head = n_head, n_kv_head or n_head
+        self.head_dim, self.layer_idx, self.dropout = d_model // n_head, layer_idx, dropout
+        kv, source = self.n_kv_head * self.head_dim, d_context or d_model
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(source, kv, bias=bias)
+        self.v_proj = nn.Linear(source, kv, bias=bias)
+        self.o_proj = nn.Linear(d_model, d_model, bias=out_bias)
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], n, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = True,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache=None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`mask` (B, 1, T, S) overrides `causal`; without a mask, `causal` picks a causal or full pattern."""
+        source = x if context is None else context
+        q = self._heads(self.q_proj(x), self.n_head)
+        k = self._heads(self.k_proj(source), self.n_kv_head)
+        v = self._heads(self.v_proj(source), self.n_kv_head)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )
+        return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+
+def causal_mask(key_padding: torch.Tensor | None, past: int, T: int) -> torch.Tensor:
+    """(B, 1, T, past+T): query i (at position past+i) sees earlier keys that are not padding.
+
+    `key_padding` (B, past+T) is 1 for real tokens. Each query may always see itself, so a padding query's
+    row is never empty (which would give NaN).
+    """
+    device = key_padding.device if key_padding is not None else None
+    q = torch.arange(T, device=device).unsqueeze(1) + past
+    k = torch.arange(past + T, device=device).unsqueeze(0)
+    allowed = (k <= q)[None, None]
+    if key_padding is not None:
+        allowed = allowed & key_padding.bool()[:, None, None, :]
+    return allowed | (k == q)[None, None]
+
+
+def padding_mask(key_padding: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, S) for bidirectional or cross-attention: every query sees every real key."""
+    return key_padding.bool()[:, None, None, :]

@@ -1,0 +1,86 @@
+"""The decoder-only language model of the GPT / Llama family.
+
+Token embedding, pre-norm blocks (rotary self-attention with grouped-query heads, then a SwiGLU or GELU
+MLP, each added to the residual stream), final norm, LM head tied to the embedding or not. With biases on
+q/k/v it is Qwen2; with LayerNorm and GELU it is GPT-2 shaped.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..base import Backbone
+from ..components.attention import Attention, causal_mask
+from ..components.cache import KVCache
+from ..components.init import init_weights
+from ..components.mlp import MLPS
+from ..components.norm import make_norm
+from ..components.rope import RotaryEmbedding
+from ..config import ModelConfig
+
+
+class Block(nn.Module):
+    """x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, c: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(c.norm, c.d_model, c.norm_eps)
+        self.attn = Attention(c.d_model, c.n_head, c.n_kv_head, c.attn_bias, False, c.dropout, layer_idx)
+        self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
+        self.mlp = MLPS[c.mlp](c.d_model, c.d_ff, c.mlp_bias)
+
+    def forward(self, x, rotary, mask, cache):
+        x = x + self.attn(self.attn_norm(x), mask, rotary=rotary, cache=cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Llama(Backbone):
+    """Causal language model: `hidden()` gives the final normalised states, `forward()` adds the LM head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        init_weights(self, config.init_std, config.n_layer, residual=("o_proj.weight", "down_proj.weight"))
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def new_cache(self, batch_size: int, capacity: int | None = None) -> KVCache:
+        c = self.config
+        w = self.embed.weight
+        return KVCache.empty(
+            c.n_layer, batch_size, c.n_kv_head, c.head_dim, capacity or c.max_seq_len, w.dtype, w.device
+        )
+
+    def hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        mask = attention_mask
+        if cache is not None:
+            mask = cache.extend_mask(
+                attention_mask if attention_mask is not None else input_ids.new_ones(B, T)
+            )
+        if position_ids is None:
+            if mask is not None:
+                position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+            else:
+                position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        rotary = self.rotary(position_ids)
+        sdpa_mask = None if mask is None and cache is None else causal_mask(mask, past, T)
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, rotary, sdpa_mask, cache)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)

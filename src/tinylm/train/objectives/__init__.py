@@ -1,0 +1,1 @@
+"""Losses the stages train with, each a plain function of (model, batch)."""

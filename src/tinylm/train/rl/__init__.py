@@ -1,0 +1,1 @@
+"""Reinforcement learning on sampled completions: rollouts in resumable rounds, PPO and GRPO."""

@@ -1,0 +1,104 @@
+"""`tinylm pretrain`: a language model trained from scratch on token shards, with the next-token loss.
+
+Besides what every stage writes (see `tinylm.train.stage`), results.json holds the validation bits per
+byte over the whole validation split and a text sample from the final model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...data.shards import RandomWindows, TokenShards
+from ...eval.bpb import check_context, shards_bpb
+from ...infer.engine import Engine
+from ...infer.sampling import SamplingParams
+from ...models import ModelConfig, build_model, model_flops_per_token, param_counts
+from ...tokenizer import Tokenizer
+from ..config import TrainConfig
+from ..loop import Objective
+from ..objectives.lm import causal_lm_loss
+from ..stage import Plan, Run, run_stage
+
+
+def pretrain(
+    shards: str,
+    out: str,
+    tokenizer: str | None = None,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    context: int | None = None,
+    sample_prompt: str = "",
+    sample_tokens: int = 200,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Pretrain a language model from scratch on token shards.
+
+    Args:
+        shards: Token shards directory (from `tinylm data prepare`).
+        out: Run directory. Rerunning the same command there resumes from the last checkpoint.
+        tokenizer: Tokenizer directory; default: the one the shards were prepared with (hashes must match).
+        model: Model shape (`--model.preset 10m` starts from a preset); vocab_size follows the tokenizer.
+        train: Optimizer, schedule, budget and bookkeeping.
+        context: Training window length in tokens (default: model.max_seq_len).
+        sample_prompt: Prompt of the text sample written at the end (empty: start a new document).
+        sample_tokens: Length of that sample in tokens (0: no sample).
+        overwrite: Replace an output directory that holds a different run.
+    """
+    train = train or TrainConfig()
+    data = TokenShards.open(shards)
+    tokenizer_dir = Path(tokenizer) if tokenizer else data.tokenizer_dir()
+    tok = Tokenizer.load(tokenizer_dir)
+    data.check_tokenizer(tok)
+    config = replace(model or ModelConfig(), vocab_size=tok.vocab_size)
+    context = context or config.max_seq_len
+    check_context(context, config.max_seq_len)
+    train_tokens, val_tokens = data.split("train"), data.split("val")
+    has_val = len(val_tokens) > context
+    record = {"shards": str(shards), "tokenizer": str(tokenizer_dir), "tokenizer_hash": tok.hash,
+              "context": context, "model": config, "train": train,
+              "sample_prompt": sample_prompt, "sample_tokens": sample_tokens}  # fmt: skip
+    tokens_per_step = train.batch_size * train.grad_accum * context
+
+    def build(run: Run) -> Plan:
+        lm = build_model(config)
+        if run.dist.is_main:
+            print(f"pretrain: {lm.num_params(non_embedding=True) / 1e6:.2f}M non-embedding parameters, "
+                  f"{len(train_tokens):,} training tokens, context {context}, "
+                  f"{tokens_per_step * run.dist.world_size:,} tokens per step")  # fmt: skip
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            val = RandomWindows(val_tokens, context, train.batch_size, seed=train.seed + 1)
+            batches = (tuple(t.to(run.device) for t in val.batch(i)) for i in range(train.eval_batches))
+            return {"val_loss": float(torch.stack([causal_lm_loss(m, b) for b in batches]).mean())}
+
+        def report(final: nn.Module, result) -> dict[str, Any]:
+            out = {"tokens_seen": result.step * tokens_per_step * run.dist.world_size}
+            if has_val:
+                scores = shards_bpb(final, data, "val", context, train.batch_size, run.device)
+                out.update({f"val_{k}": v for k, v in scores.items()})
+                print(
+                    f"pretrain: validation bits per byte {scores['bpb']:.4f} over {scores['bytes']:,} bytes"
+                )
+            if sample_tokens:
+                params = SamplingParams(
+                    max_new_tokens=sample_tokens, temperature=0.8, top_k=50, seed=train.seed
+                )
+                out["sample"] = Engine(final, tok).complete(sample_prompt, params)
+                print(f"pretrain: sample\n{out['sample']}")
+            return out
+
+        windows = RandomWindows(train_tokens, context, train.batch_size, seed=train.seed)
+        objective = Objective(windows.batch, causal_lm_loss, evaluate if has_val and train.eval_batches else None,
+                              flops_per_token=model_flops_per_token(config, context))  # fmt: skip
+        counts = param_counts(config)
+        card = [f"Pretrained from scratch: a `{config.family}` model of {counts.total:,} parameters "
+                f"({counts.blocks:,} non-embedding), {config.n_layer} layers, d_model {config.d_model}, "
+                f"context {context}, on `{shards}` ({data.manifest['splits']['train']['tokens']:,} tokens)."]  # fmt: skip
+        return Plan(lm, objective, tokenizer_dir, report, card)
+
+    return run_stage("pretrain", out, record, train, overwrite, build)
