@@ -51,7 +51,7 @@ def lm_loss(model, batch) -> torch.Tensor:
     return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
 
 
-def lm_task(**kw) -> Task:
+def lm_task(**kw) -> Objective:
     return Objective(batch=window_batch, loss=lm_loss, **kw)
 
 
