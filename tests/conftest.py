@@ -69,3 +69,47 @@ def smollm2_checkpoint(smollm2_gguf, tmp_path_factory) -> Path:
     from tinylm.interop.gguf import import_gguf
 
     return import_gguf(str(smollm2_gguf), out=str(tmp_path_factory.mktemp("smollm2") / "ckpt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_tokenizer_dir, tmp_path_factory) -> Path:
+    """A random 2-block model (d_model 32, tied embeddings, context 96) saved with the tiny tokenizer."""
+    import torch
+
+    from tinylm.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=TINY_VOCAB, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=96)
+    return save_model(
+        build_model(config), tmp_path_factory.mktemp("tiny_policy") / "model", tiny_tokenizer_dir
+    )
+
+
+POEMS = (
+    "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
+    "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。",
+)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tasks(tmp_path_factory) -> Path:
+    """Task directories (train.jsonl 8 rows, test.jsonl 4): sft/ (poem conversations with their form),
+    prefs/ (a real poem over the same poem with its last mark dropped) and arith/ (prompts with answers)."""
+    root = tmp_path_factory.mktemp("tiny_tasks")
+    ask = [[{"role": "user", "content": f"写一首五言绝句，题为《题{i}》。"}] for i in range(12)]
+    tasks = {
+        "sft": [{"messages": [*a, {"role": "assistant", "content": POEMS[i % 2]}], "form": "五言绝句"}
+                for i, a in enumerate(ask)],
+        "prefs": [{"prompt": a, "chosen": POEMS[i % 2], "rejected": POEMS[i % 2][:-1]} for i, a in enumerate(ask)],
+        "arith": [{"prompt": f"Ann has {a} apples and gets {a} more. How many?", "answer": 2 * a} for a in range(12)],
+    }  # fmt: skip
+    for name, rows in tasks.items():
+        write_jsonl(root / name / "train.jsonl", rows[:8])
+        write_jsonl(root / name / "test.jsonl", rows[8:])
+    return root

@@ -44,10 +44,7 @@ def _join_process_group(rank: int, world_size: int, port: int) -> None:
 
 def _worker(rank: int, world_size: int, port: int, out: str, fsdp: bool) -> None:
     _join_process_group(rank, world_size, port)
-    from tinylm.train.distributed import shutdown
-
-    result = train(tiny_model(), lm_task(), config(max_steps=6, fsdp=fsdp), out)
-    shutdown(result.dist)
+    train(tiny_model(), lm_task(), config(max_steps=6, fsdp=fsdp), out)
 
 
 def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: bool) -> None:

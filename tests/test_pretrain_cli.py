@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,3 +119,51 @@ def test_eval_bpb_scores_a_corpus_and_checks_context(tiny_shards_dir, tiny_corpu
         == 2
     )
     assert "longer than the model supports" in capsys.readouterr().err
+
+
+def test_an_explicit_value_equal_to_a_default_overrides_the_preset(tiny_shards_dir, tmp_path):
+    """Preset 10m has 6 layers; 4 (the default without a preset) given on the command line must win."""
+    args = [
+        "pretrain",
+        "--shards",
+        str(tiny_shards_dir),
+        "--out",
+        str(tmp_path / "run"),
+        "--model.preset",
+        "10m",
+    ]
+    args += ["--model.n_layer", "4", "--context", "8", "--train.max_steps", "1", "--train.batch_size", "1"]
+    assert (
+        main([*args, "--train.warmup_steps", "0", "--sample_tokens", "0", "--train.eval_batches", "0"]) == 0
+    )
+    config = load_model(tmp_path / "run" / "model").config
+    assert (config.n_layer, config.d_model, config.d_ff) == (4, 384, 1024)
+
+
+def metric(run, key: str) -> list:
+    return [r[key] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+def run_cli(*args: str) -> None:
+    """`tinylm ARGS` in a fresh process, as a user runs it (nothing cached from an earlier run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tinylm.cli", *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_resume_with_dropout_is_bit_exact_across_processes(tiny_shards_dir, tmp_path):
+    """A run that loses its last checkpoint and is rerun in a new process continues the dropout masks and
+    ends on the very same weights (measuring the FLOP peak used to draw from the restored RNG)."""
+    args = pretrain_args(tiny_shards_dir, tmp_path / "run", "--model.dropout", "0.1", "--sample_tokens", "0")
+    args = [*args[1:], "--train.checkpoint_every", "4", "--train.keep_last", "3"]
+    run_cli("pretrain", *args)
+    straight = load_model(tmp_path / "run" / "model").state_dict()
+    losses = metric(tmp_path / "run", "loss")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-00000008")
+    shutil.rmtree(tmp_path / "run" / "model")
+    run_cli("pretrain", *args)  # resumes from step 4
+    assert metric(tmp_path / "run", "loss") == losses and len(losses) == 8
+    resumed = load_model(tmp_path / "run" / "model").state_dict()
+    assert all(torch.equal(resumed[k], v) for k, v in straight.items())

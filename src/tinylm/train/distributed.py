@@ -4,10 +4,15 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; when they are present we join a pr
 GPUs, gloo on CPU) and wrap the model in DDP, or shard it with FSDP2 (`fully_shard`) for models that do
 not fit one device. Without them everything here is a no-op, so the loop has a single code path. Only rank
 0 writes logs and checkpoints.
+
+A process joins the group once and leaves it when it exits: several stages in one job (a pipeline under
+torchrun, a Python script) share it, since a group destroyed and created again reads its peers' stale
+addresses from torchrun's store.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -48,7 +53,13 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave)
     return d, device
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def backbones(model: nn.Module) -> list[Backbone]:
@@ -117,10 +128,3 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
-
-
-def shutdown(d: Dist) -> None:
-    """Leave the process group once every process is done with it."""
-    if d.enabled and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

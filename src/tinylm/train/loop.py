@@ -263,7 +263,7 @@ def train(
     `run_config` (the stage's resolved config, default just `config`) is stored in every checkpoint; resuming
     with a different one raises TinyLMError naming the field. Checkpoints go to <out_dir>/checkpoints, metrics
     to <out_dir>/metrics.jsonl. Under torchrun this joins the process group and wraps the model; the process
-    group stays up for the stage to finish its work (see `distributed.shutdown`).
+    group stays up until the process exits (see `distributed`).
     """
     out_dir = Path(out_dir)
     run_config = to_plain(run_config if run_config is not None else {"train": config})

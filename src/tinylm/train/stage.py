@@ -3,7 +3,7 @@
     claim the run directory (refuse another run's, record config.yaml) → seed → the stage builds its
     `Plan` (model and objective) → the one training loop → gather the weights (FSDP-safe) → save the model
     (adapters and heads included) → the stage's final evaluation → results.json, loss.png, README.md →
-    leave the process group
+    every process leaves the stage together
 
 A stage file therefore holds only its data and its objective. Rerunning the same command resumes from the
 last checkpoint; a stage that fails before its first checkpoint removes the directory it claimed, so the
@@ -27,7 +27,7 @@ from ..models import Backbone, save_model
 from ..models.lora import copy_lora_layout, lora_modules, merged_model, save_adapters
 from .checkpointing import checkpoint_dirs, full_model_state
 from .config import TrainConfig
-from .distributed import Dist, barrier, broadcast, init_distributed, is_sharded, shutdown
+from .distributed import Dist, barrier, broadcast, init_distributed, is_sharded
 from .loop import Objective, TrainResult, seed_everything
 from .loop import train as train_loop
 from .report import peak_memory_mb, plot_losses, trainable_counts, write_model_card
@@ -93,7 +93,6 @@ def run_stage(
             )
         result = train_loop(plan.model, plan.objective, train, out, record, desc=name)
         if result.interrupted:  # the checkpoint is saved; the CLI reports the interruption (exit 130)
-            shutdown(d)
             raise KeyboardInterrupt
         peak_mb = peak_memory_mb(device)
         final = _trained_copy(plan.model, d, device)
@@ -123,7 +122,7 @@ def run_stage(
         write_json(out / "results.json", results)
         plot_losses(out / "metrics.jsonl", out / "loss.png", f"{name} loss")
         write_model_card(out, name, plan.card, results)
-    shutdown(d)
+    barrier(d)  # every process leaves the stage together
     return results
 
 
