@@ -1,7 +1,8 @@
-"""Shared fixtures: a tiny real corpus, a tokenizer trained on it, and token shards made with both.
+"""Shared fixtures: a tiny real corpus, a tokenizer trained on it, token shards, a tiny policy and task data,
+and a tiny training kit for the loop's tests. Test modules share code only through these (never by
+importing each other).
 
-Session-scoped and built once (about a second in all), so any test that needs a real tokenizer or real
-shards (model, training, evaluation tests) reuses them. Treat them as read-only.
+The file fixtures are session-scoped and built once (a few seconds in all); treat them as read-only.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import lzma
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tinylm.data import CORPORA
 from tinylm.data.bpe import train_tokenizer
@@ -113,3 +117,69 @@ def tiny_tasks(tmp_path_factory) -> Path:
         write_jsonl(root / name / "train.jsonl", rows[:8])
         write_jsonl(root / name / "test.jsonl", rows[8:])
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded machine idle-spinning threads slow them badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class TinyTraining:
+    """A tiny llama, batches of a learnable token stream (a repeating pattern, so the loss can fall far below
+    ln(vocab)), its next-token loss and quick loop settings, all from tinylm's own parts. Picklable, so
+    `torch.multiprocessing` workers and subprocess scripts (`from conftest import TinyTraining`) build the
+    very same run."""
+
+    vocab: int = 32
+    context: int = 16
+
+    def model(self, dropout: float = 0.0, seed: int = 0, lora: bool = False):
+        """The model, initialised from `seed`; with `lora`, fresh adapters (from seed) are all that learn."""
+        from tinylm.models import ModelConfig, build_model
+        from tinylm.train import seed_everything
+        from tinylm.train.finetune import prepare_finetune
+
+        seed_everything(0 if lora else seed)
+        config = ModelConfig(
+            vocab_size=self.vocab, d_model=32, n_layer=2, n_head=2, max_seq_len=self.context, dropout=dropout
+        )
+        model = build_model(config)
+        if lora:
+            torch.manual_seed(seed)
+            prepare_finetune(model, "lora")
+        return model
+
+    def batch(self, index: int, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `index`: a pure function of it, as the loop requires."""
+        from tinylm.data.shards import RandomWindows
+
+        tokens = np.arange(20_000) * 7 % self.vocab
+        return RandomWindows(tokens, self.context, batch_size, seed=0).batch(index)
+
+    @staticmethod
+    def loss(model, batch) -> torch.Tensor:
+        from tinylm.train.objectives.lm import causal_lm_loss
+
+        return causal_lm_loss(model, batch)
+
+    def objective(self, **kw):
+        from tinylm.train import Objective
+
+        return Objective(batch=self.batch, loss=self.loss, **kw)
+
+    def config(self, **kw):
+        from tinylm.train import TrainConfig
+
+        base = dict(max_steps=20, warmup_steps=2, lr=3e-3, batch_size=4, eval_every=0, checkpoint_every=0)
+        return TrainConfig(**{**base, "device": "cpu", **kw})
+
+
+@pytest.fixture
+def tiny():
+    """The tiny training kit (`TinyTraining`)."""
+    return TinyTraining()

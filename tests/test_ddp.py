@@ -11,21 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_resume import lora_model
-from test_train_loop import config, lm_task, tiny_model
 
 from tinylm.errors import TinyLMError
 from tinylm.train.checkpointing import latest_checkpoint
 from tinylm.train.loop import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine idle-spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:
@@ -42,22 +33,22 @@ def _join_process_group(rank: int, world_size: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
-def _worker(rank: int, world_size: int, port: int, out: str, fsdp: bool) -> None:
+def _worker(rank: int, world_size: int, port: int, out: str, fsdp: bool, tiny) -> None:
     _join_process_group(rank, world_size, port)
-    train(tiny_model(), lm_task(), config(max_steps=6, fsdp=fsdp), out)
+    train(tiny.model(), tiny.objective(), tiny.config(max_steps=6, fsdp=fsdp), out)
 
 
-def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: bool) -> None:
+def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: bool, tiny) -> None:
     """Train LoRA under FSDP; on a TinyLMError, write its message to OUT/error-rank{rank}.txt."""
     _join_process_group(rank, world_size, port)
     import torch.distributed as dist
 
-    model = lora_model()
+    model = tiny.model(lora=True)
     if change_base:
         with torch.no_grad():
             model.blocks[0].mlp.up_proj.weight[0, 0] += 1e-3
     try:
-        train(model, lm_task(), config(max_steps=4, checkpoint_every=2, fsdp=True), out)
+        train(model, tiny.objective(), tiny.config(max_steps=4, checkpoint_every=2, fsdp=True), out)
     except TinyLMError as e:
         (Path(out) / f"error-rank{rank}.txt").write_text(str(e))
     dist.destroy_process_group()
@@ -69,10 +60,10 @@ def _losses(run_dir) -> list[float]:
 
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
-def test_two_processes_match_one(tmp_path, fsdp):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), fsdp), nprocs=2, join=True)
-    single_model = tiny_model()
-    single = train(single_model, lm_task(), config(max_steps=6, grad_accum=2), tmp_path / "one")
+def test_two_processes_match_one(tmp_path, fsdp, tiny):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), fsdp, tiny), nprocs=2, join=True)
+    single_model = tiny.model()
+    single = train(single_model, tiny.objective(), tiny.config(max_steps=6, grad_accum=2), tmp_path / "one")
 
     assert _losses(tmp_path / "two") == pytest.approx(single.losses, rel=1e-5)
     # Rank 0 alone wrote the checkpoint, holding the full (unsharded) weights.
@@ -81,10 +72,10 @@ def test_two_processes_match_one(tmp_path, fsdp):
         torch.testing.assert_close(state["model"][name], p, rtol=1e-4, atol=1e-6)
 
 
-def test_fsdp_resume_onto_a_changed_frozen_base_fails_on_every_rank(tmp_path):
+def test_fsdp_resume_onto_a_changed_frozen_base_fails_on_every_rank(tmp_path, tiny):
     """Only rank 0 holds the gathered weights the check compares; the other rank must fail too, not hang."""
-    mp.spawn(_lora_worker, args=(2, _free_port(), str(tmp_path), False), nprocs=2, join=True)
-    context = mp.spawn(_lora_worker, args=(2, _free_port(), str(tmp_path), True), nprocs=2, join=False)
+    mp.spawn(_lora_worker, args=(2, _free_port(), str(tmp_path), False, tiny), nprocs=2, join=True)
+    context = mp.spawn(_lora_worker, args=(2, _free_port(), str(tmp_path), True, tiny), nprocs=2, join=False)
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):
         if time.monotonic() > deadline:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_loop import config, lm_loss, lm_task, tiny_model, window_batch
 
 from tinylm.errors import TinyLMError
 from tinylm.train import Objective
@@ -21,40 +20,37 @@ from tinylm.train.loop import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine idle-spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def interrupt_at(index: int):
+def interrupt_at(index: int, tiny):
     """A batch function that sends this process SIGINT while fetching micro-batch `index`."""
 
     def batch(i):
         if i == index:
             signal.raise_signal(signal.SIGINT)
-        return window_batch(i)
+        return tiny.batch(i)
 
     return batch
 
 
-def test_20_steps_equal_10_plus_signal_plus_resume(tmp_path):
+def test_20_steps_equal_10_plus_signal_plus_resume(tmp_path, tiny):
     """Dropout is on, so the RNG state must be restored too; the signal path saves the checkpoint."""
-    straight_model = tiny_model(dropout=0.1)
-    straight = train(straight_model, lm_task(), config(), tmp_path / "straight")
+    straight_model = tiny.model(dropout=0.1)
+    straight = train(straight_model, tiny.objective(), tiny.config(), tmp_path / "straight")
 
     first = train(
-        tiny_model(dropout=0.1), Objective(interrupt_at(9), lm_loss), config(), tmp_path / "resumed"
+        tiny.model(dropout=0.1),
+        Objective(interrupt_at(9, tiny), tiny.loss),
+        tiny.config(),
+        tmp_path / "resumed",
     )
     assert first.interrupted and first.step == 10
     assert [p.name for p in checkpoint_dirs(tmp_path / "resumed" / "checkpoints")] == ["step-00000010"]
-    resumed_model = tiny_model(
+    resumed_model = tiny.model(
         dropout=0.1, seed=99
     )  # different init: everything must come from the checkpoint
-    second = train(resumed_model, lm_task(), config(), tmp_path / "resumed")
+    second = train(resumed_model, tiny.objective(), tiny.config(), tmp_path / "resumed")
 
     assert second.step == 20 and not second.interrupted
     assert first.losses + second.losses == straight.losses  # bitwise
@@ -64,20 +60,20 @@ def test_20_steps_equal_10_plus_signal_plus_resume(tmp_path):
     assert len(lines) == 20
 
 
-def test_resume_with_another_config_names_the_field(tmp_path):
-    train(tiny_model(), lm_task(), config(max_steps=3), tmp_path)
+def test_resume_with_another_config_names_the_field(tmp_path, tiny):
+    train(tiny.model(), tiny.objective(), tiny.config(max_steps=3), tmp_path)
     with pytest.raises(TinyLMError, match=r"train\.lr \(was 0\.003, now 0\.001\)"):
-        train(tiny_model(), lm_task(), config(max_steps=3, lr=1e-3), tmp_path)
+        train(tiny.model(), tiny.objective(), tiny.config(max_steps=3, lr=1e-3), tmp_path)
 
 
-def test_keeps_last_k_and_best(tmp_path):
+def test_keeps_last_k_and_best(tmp_path, tiny):
     val = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.95])
 
     def evaluate(model):
         return {"val_loss": next(val)}
 
-    cfg = config(max_steps=12, eval_every=2, checkpoint_every=2, keep_last=2)
-    train(tiny_model(), Objective(window_batch, lm_loss, evaluate), cfg, tmp_path)
+    cfg = tiny.config(max_steps=12, eval_every=2, checkpoint_every=2, keep_last=2)
+    train(tiny.model(), Objective(tiny.batch, tiny.loss, evaluate), cfg, tmp_path)
     kept = [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")]
     assert kept == ["step-00000004", "step-00000010", "step-00000012"]  # best (0.5 at step 4) + last 2
 
@@ -86,7 +82,7 @@ KILLED_SAVE = textwrap.dedent(
     """
     import sys, time, torch
     sys.path.insert(0, {tests!r})
-    from test_train_loop import config, lm_task, tiny_model
+    from conftest import TinyTraining
     from tinylm.train.loop import train
 
     torch.set_num_threads(1)
@@ -103,12 +99,13 @@ KILLED_SAVE = textwrap.dedent(
         real_save(obj, f, *a, **kw)
 
     torch.save = hanging_save
-    train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), {out!r})
+    tiny = TinyTraining()
+    train(tiny.model(), tiny.objective(), tiny.config(max_steps=6, checkpoint_every=1), {out!r})
     """
 )
 
 
-def test_checkpoint_survives_kill_9_during_save(tmp_path):
+def test_checkpoint_survives_kill_9_during_save(tmp_path, tiny):
     out = tmp_path / "run"
     code = KILLED_SAVE.format(tests=str(ROOT / "tests"), out=str(out))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -124,27 +121,24 @@ def test_checkpoint_survives_kill_9_during_save(tmp_path):
     assert latest_checkpoint(root).name == "step-00000002"
     assert any(p.name.startswith(".step-00000003") for p in root.iterdir())  # the half-written save
 
-    resumed = train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), out)
-    straight = train(tiny_model(), lm_task(), config(max_steps=6, checkpoint_every=1), tmp_path / "straight")
+    resumed = train(tiny.model(), tiny.objective(), tiny.config(max_steps=6, checkpoint_every=1), out)
+    straight = train(
+        tiny.model(), tiny.objective(), tiny.config(max_steps=6, checkpoint_every=1), tmp_path / "straight"
+    )
     assert resumed.losses == straight.losses[2:]
     assert not any(p.name.startswith(".") for p in root.iterdir())  # leftovers swept
 
 
-def lora_model(seed: int = 0) -> torch.nn.Module:
-    """The tiny model with fresh adapters, only they learning; `seed` sets the adapters' initialisation."""
-    from tinylm.train.finetune import prepare_finetune
+def test_lora_checkpoint_holds_only_the_adapters_and_resumes_exactly(tmp_path, tiny):
+    straight_model = tiny.model(lora=True)
+    straight = train(straight_model, tiny.objective(), tiny.config(), tmp_path / "straight")
 
-    model = tiny_model()
-    torch.manual_seed(seed)
-    prepare_finetune(model, "lora")
-    return model
-
-
-def test_lora_checkpoint_holds_only_the_adapters_and_resumes_exactly(tmp_path):
-    straight_model = lora_model()
-    straight = train(straight_model, lm_task(), config(), tmp_path / "straight")
-
-    first = train(lora_model(), Objective(interrupt_at(9), lm_loss), config(), tmp_path / "resumed")
+    first = train(
+        tiny.model(lora=True),
+        Objective(interrupt_at(9, tiny), tiny.loss),
+        tiny.config(),
+        tmp_path / "resumed",
+    )
     state = torch.load(
         latest_checkpoint(tmp_path / "resumed" / "checkpoints") / "state.pt", weights_only=True
     )
@@ -152,18 +146,18 @@ def test_lora_checkpoint_holds_only_the_adapters_and_resumes_exactly(tmp_path):
     assert set(state["model"]) == learned and all(".lora_" in n for n in learned)
     assert "embed.weight" in state["frozen"] and len(state["optimizer"]["state"]) == len(learned)
 
-    resumed_model = lora_model(seed=99)  # other adapters: they must come from the checkpoint
-    second = train(resumed_model, lm_task(), config(), tmp_path / "resumed")
+    resumed_model = tiny.model(lora=True, seed=99)  # other adapters: they must come from the checkpoint
+    second = train(resumed_model, tiny.objective(), tiny.config(), tmp_path / "resumed")
     assert first.losses + second.losses == straight.losses  # bitwise
     for p, q in zip(straight_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(p, q)
 
 
-def test_resume_onto_a_changed_frozen_base_is_refused(tmp_path):
-    first = train(lora_model(), Objective(interrupt_at(3), lm_loss), config(), tmp_path)
+def test_resume_onto_a_changed_frozen_base_is_refused(tmp_path, tiny):
+    first = train(tiny.model(lora=True), Objective(interrupt_at(3, tiny), tiny.loss), tiny.config(), tmp_path)
     assert first.interrupted
-    other = lora_model()
+    other = tiny.model(lora=True)
     with torch.no_grad():
         other.blocks[0].mlp.up_proj.weight[0, 0] += 1e-3
     with pytest.raises(TinyLMError, match=r"frozen weight blocks\.0\.mlp\.up_proj\.weight differs"):
-        train(other, lm_task(), config(), tmp_path)
+        train(other, tiny.objective(), tiny.config(), tmp_path)

@@ -10,65 +10,22 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
-from tinylm.models import Backbone, ModelConfig, build_model
-from tinylm.train import Objective, TrainConfig, seed_everything, train
+from tinylm.train import Objective, TrainConfig, train
 from tinylm.train.config import parse_duration
 from tinylm.train.loop import lr_at
 
-VOCAB, CONTEXT = 32, 16
-# A learnable stream: a repeating pattern, so next-token loss can fall far below ln(VOCAB).
-TOKENS = torch.arange(20_000) * 7 % VOCAB
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine idle-spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(dropout: float = 0.0, seed: int = 0) -> Backbone:
-    seed_everything(seed)
-    config = ModelConfig(
-        vocab_size=VOCAB, d_model=32, n_layer=2, n_head=2, max_seq_len=CONTEXT, dropout=dropout
-    )
-    return build_model(config)
-
-
-def window_batch(index: int, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch that depends only on its index, like `RandomWindows.batch`."""
-    g = torch.Generator().manual_seed(index)
-    starts = torch.randint(0, len(TOKENS) - CONTEXT - 1, (batch_size,), generator=g)
-    x = torch.stack([TOKENS[s : s + CONTEXT] for s in starts.tolist()])
-    y = torch.stack([TOKENS[s + 1 : s + CONTEXT + 1] for s in starts.tolist()])
-    return x, y
-
-
-def lm_loss(model, batch) -> torch.Tensor:
-    x, y = batch
-    return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
-
-
-def lm_task(**kw) -> Objective:
-    return Objective(batch=window_batch, loss=lm_loss, **kw)
-
-
-def config(**kw) -> TrainConfig:
-    base = dict(
-        max_steps=20, warmup_steps=2, lr=3e-3, batch_size=4, eval_every=0, checkpoint_every=0, device="cpu"
-    )
-    return TrainConfig(**{**base, **kw})
-
-
-def test_schedules():
-    c = config(max_steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+def test_schedules(tiny):
+    c = tiny.config(max_steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
     assert lr_at(c, 0, 0.0) == pytest.approx(0.1) and lr_at(c, 9, 0.09) == pytest.approx(1.0)
     assert lr_at(c, 10, 0.1) == pytest.approx(1.0)
     assert lr_at(c, 55, 0.55) == pytest.approx(0.55)  # halfway through the cosine
     assert lr_at(c, 100, 1.0) == pytest.approx(0.1)
-    w = config(max_steps=100, warmup_steps=0, lr=1.0, min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.2)
+    w = tiny.config(
+        max_steps=100, warmup_steps=0, lr=1.0, min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.2
+    )
     assert lr_at(w, 50, 0.5) == 1.0 and lr_at(w, 80, 0.8) == 1.0
     assert lr_at(w, 90, 0.9) == pytest.approx(0.5) and lr_at(w, 100, 1.0) == pytest.approx(0.0)
 
@@ -84,22 +41,22 @@ def test_durations_and_validation():
         TrainConfig(batch_size=0)
 
 
-def test_loss_falls_and_metrics_are_logged(tmp_path):
+def test_loss_falls_and_metrics_are_logged(tmp_path, tiny):
     def loss_with_extra(model, batch):
-        loss = lm_loss(model, batch)
+        loss = tiny.loss(model, batch)
         return loss, {"ppl": math.exp(loss.item())}
 
     def evaluate(model):
-        return {"val_loss": lm_loss(model, window_batch(10**6)).item()}
+        return {"val_loss": tiny.loss(model, tiny.batch(10**6)).item()}
 
     result = train(
-        tiny_model(),
-        Objective(window_batch, loss_with_extra, evaluate, flops_per_token=1000.0),
-        config(max_steps=60, eval_every=30),
+        tiny.model(),
+        Objective(tiny.batch, loss_with_extra, evaluate, flops_per_token=1000.0),
+        tiny.config(max_steps=60, eval_every=30),
         tmp_path,
     )
     assert result.step == 60 and result.skipped == 0 and not result.interrupted
-    assert sum(result.losses[-5:]) / 5 < 0.5 * math.log(VOCAB)
+    assert sum(result.losses[-5:]) / 5 < 0.5 * math.log(tiny.vocab)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 61))
@@ -111,11 +68,11 @@ def test_loss_falls_and_metrics_are_logged(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["loss", "grad"])
-def test_nonfinite_step_is_skipped_and_counted(tmp_path, where):
+def test_nonfinite_step_is_skipped_and_counted(tmp_path, where, tiny):
     """A step whose loss or gradient is NaN changes nothing: 4 steps with a bad last one = 3 clean steps."""
 
     def indexed(index):
-        return (*window_batch(index), index)
+        return (*tiny.batch(index), index)
 
     def poisoned(model, batch):
         x, y, index = batch
@@ -126,9 +83,11 @@ def test_nonfinite_step_is_skipped_and_counted(tmp_path, where):
         return loss * float("nan") if index == 3 and where == "loss" else loss
 
     steady = dict(schedule="constant", warmup_steps=0)
-    bad_model, clean_model = tiny_model(), tiny_model()
-    result = train(bad_model, Objective(indexed, poisoned), config(max_steps=4, **steady), tmp_path / "bad")
-    train(clean_model, lm_task(), config(max_steps=3, **steady), tmp_path / "clean")
+    bad_model, clean_model = tiny.model(), tiny.model()
+    result = train(
+        bad_model, Objective(indexed, poisoned), tiny.config(max_steps=4, **steady), tmp_path / "bad"
+    )
+    train(clean_model, tiny.objective(), tiny.config(max_steps=3, **steady), tmp_path / "clean")
     assert result.skipped == 1
     assert (where == "loss") == math.isnan(result.losses[3])
     for p, q in zip(bad_model.parameters(), clean_model.parameters(), strict=True):
@@ -137,32 +96,37 @@ def test_nonfinite_step_is_skipped_and_counted(tmp_path, where):
     assert last["skipped"] == 1 and last["step"] == 4
 
 
-def test_gradient_accumulation_matches_a_big_batch(tmp_path):
+def test_gradient_accumulation_matches_a_big_batch(tmp_path, tiny):
     """2 micro-batches of 4 = 1 batch of 8 holding the same sequences (up to float summation order)."""
 
     def pair(index):  # micro-batch i of step s is half of the 8-sequence batch of step s
-        x, y = window_batch(index // 2, batch_size=8)
+        x, y = tiny.batch(index // 2, batch_size=8)
         half = slice(0, 4) if index % 2 == 0 else slice(4, 8)
         return x[half], y[half]
 
-    accum, big = tiny_model(), tiny_model()
-    a = train(accum, Objective(pair, lm_loss), config(max_steps=5, grad_accum=2), tmp_path / "a")
+    accum, big = tiny.model(), tiny.model()
+    a = train(accum, Objective(pair, tiny.loss), tiny.config(max_steps=5, grad_accum=2), tmp_path / "a")
     b = train(
         big,
-        Objective(lambda i: window_batch(i, 8), lm_loss),
-        config(max_steps=5, batch_size=8),
+        Objective(lambda i: tiny.batch(i, 8), tiny.loss),
+        tiny.config(max_steps=5, batch_size=8),
         tmp_path / "b",
     )
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
 
 
-def test_time_budget_without_steps(tmp_path):
-    result = train(tiny_model(), lm_task(), config(max_steps=None, max_time="0.3s"), tmp_path)
+def test_time_budget_without_steps(tmp_path, tiny):
+    result = train(tiny.model(), tiny.objective(), tiny.config(max_steps=None, max_time="0.3s"), tmp_path)
     assert result.elapsed >= 0.3 and result.step >= 1
     assert result.step == len(result.losses)
 
 
-def test_activation_checkpointing_gives_the_same_losses(tmp_path):
-    plain = train(tiny_model(), lm_task(), config(max_steps=3), tmp_path / "plain")
-    ckpt = train(tiny_model(), lm_task(), config(max_steps=3, activation_checkpointing=True), tmp_path / "ac")
+def test_activation_checkpointing_gives_the_same_losses(tmp_path, tiny):
+    plain = train(tiny.model(), tiny.objective(), tiny.config(max_steps=3), tmp_path / "plain")
+    ckpt = train(
+        tiny.model(),
+        tiny.objective(),
+        tiny.config(max_steps=3, activation_checkpointing=True),
+        tmp_path / "ac",
+    )
     assert ckpt.losses == pytest.approx(plain.losses, rel=1e-6)
