@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TinyLMError
+from .batching import LengthBatches
 from .chat import (
     Counts,
     Example,
@@ -20,6 +21,7 @@ from .chat import (
     to_example,
 )
 from .jsonl import jsonl_rows
+from .splits import split_files
 
 
 @dataclass
@@ -96,3 +98,32 @@ def load_pairs(
     if not encoded:
         raise TinyLMError(f"{path}: no usable preference pairs")
     return encoded
+
+
+def pair_batches(pairs: list, batch_size: int, seed: int, pad_id: int) -> LengthBatches:
+    """index -> a collated batch of pairs of similar lengths, with the pairs' indices as "rows"."""
+    lengths = [max(len(c.input_ids), len(r.input_ids)) for c, r in pairs]
+
+    def make(rows: list[int]) -> dict[str, torch.Tensor]:
+        return {**collate_pairs([pairs[j] for j in rows], pad_id), "rows": torch.tensor(rows)}
+
+    return LengthBatches(lengths, batch_size, seed, make)
+
+
+@dataclass
+class PairSplits:
+    """A preference run's data: where it came from, and its training and held-out pairs, encoded."""
+
+    train_file: Path
+    test_file: Path | None
+    train: list[tuple[Example, Example]]
+    test: list[tuple[Example, Example]]
+
+
+def load_pair_splits(
+    data: str, test: str | None, tokenizer, context: int, limit: int | None, test_limit: int | None
+) -> PairSplits:
+    """The pairs of DATA (a file, or a task directory's train.jsonl with its test.jsonl held out)."""
+    train_file, test_file = split_files(data, test)
+    held_out = load_pairs(test_file, tokenizer, context, test_limit) if test_file else []
+    return PairSplits(train_file, test_file, load_pairs(train_file, tokenizer, context, limit), held_out)

@@ -112,7 +112,14 @@ def judge_pairs(
         print(
             f"{split}: {len(splits[split]):,} pairs from {len(prompts):,} prompts ({ties:,} all scored alike)"
         )
-    manifest = {"task": "judged pairs", "model": model, "data": data, "reward": reward_name(reward),
-                "samples": samples, "sampling": to_plain(params), "rows": counts}  # fmt: skip
+    manifest = {
+        "task": "judged pairs",
+        "model": model,
+        "data": data,
+        "reward": reward_name(reward),
+        "samples": samples,
+        "sampling": to_plain(params),
+        "rows": counts,
+    }
     write_splits(out, splits, manifest)
     return counts

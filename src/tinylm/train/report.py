@@ -15,6 +15,16 @@ from torch import nn
 from ..io import atomic_file
 
 
+def describe(model: nn.Module) -> str:
+    """The shape of a model's body, in a phrase ("llama, 4 layers, d_model 128, 0.79M non-embedding ...")."""
+    from ..models import Backbone
+
+    body = model if isinstance(model, Backbone) else model.body
+    c = body.config
+    size = body.num_params(non_embedding=True) / 1e6
+    return f"{c.family}, {c.n_layer} layers, d_model {c.d_model}, {size:.2f}M non-embedding parameters"
+
+
 def trainable_counts(model: nn.Module) -> dict[str, int]:
     """Trainable and total parameters, each distinct tensor once (a tied head is the embedding)."""
     params = {id(p): p for p in model.parameters()}.values()
@@ -74,7 +84,7 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def write_model_card(out: Path, stage: str, lines: list[str], results: dict[str, Any]) -> None:
+def write_model_card(out: Path, stage: str, lines: list[str], results: dict[str, Any], shape: str) -> None:
     """README.md: what the stage trained on, how long, what it scored, and how to use the model."""
     share = results["trainable_params"] / max(1, results["total_params"])
     scalars = {k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -87,6 +97,7 @@ def write_model_card(out: Path, stage: str, lines: list[str], results: dict[str,
         "",
         "## Training",
         "",
+        f"- model: {shape}",
         f"- {results['trainable_params']:,} of {results['total_params']:,} parameters trained ({share:.2%})",
         f"- {results['step']:,} steps in {results['train_seconds']:.0f} s, "
         f"{results['skipped_steps']} skipped as non-finite; peak memory {results['peak_memory_mb']:,.0f} MB "

@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .distributed import Dist, barrier, broadcast, init_distributed, is_sharded
 from .loop import Objective, TrainResult, seed_everything
 from .loop import train as train_loop
-from .report import peak_memory_mb, plot_losses, trainable_counts, write_model_card
+from .report import describe, peak_memory_mb, plot_losses, trainable_counts, write_model_card
 
 
 @dataclass
@@ -86,11 +86,11 @@ def run_stage(
         plan = build(run)
         loaded_mb = peak_memory_mb(device)
         counts = trainable_counts(plan.model)
+        shape = describe(plan.model)
         if d.is_main:
             share = counts["trainable_params"] / max(1, counts["total_params"])
-            print(
-                f"{name}: {counts['trainable_params']:,} of {counts['total_params']:,} parameters trainable ({share:.2%})"
-            )
+            trainable = f"{counts['trainable_params']:,} of {counts['total_params']:,} parameters trainable"
+            print(f"{name}: {shape}; {trainable} ({share:.2%})")
         result = train_loop(plan.model, plan.objective, train, out, record, desc=name)
         if result.interrupted:  # the checkpoint is saved; the CLI reports the interruption (exit 130)
             raise KeyboardInterrupt
@@ -121,9 +121,15 @@ def run_stage(
                 results.update(plan.report(final, result))
         write_json(out / "results.json", results)
         plot_losses(out / "metrics.jsonl", out / "loss.png", f"{name} loss")
-        write_model_card(out, name, plan.card, results)
+        write_model_card(out, name, plan.card, results, shape)
     barrier(d)  # every process leaves the stage together
     return results
+
+
+def recorded(arguments: dict[str, Any], **resolved: Any) -> dict[str, Any]:
+    """A stage's options as config.yaml records them: its arguments (all but `out` and `overwrite`), with
+    what the stage resolved (defaults filled in, files found) in place of what was given."""
+    return {k: v for k, v in {**arguments, **resolved}.items() if k not in ("out", "overwrite")}
 
 
 def _claim(out: Path, record: dict[str, Any], overwrite: bool, d: Dist) -> bool:

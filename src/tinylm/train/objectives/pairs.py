@@ -11,12 +11,16 @@ forward pass scores both sides.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ...data.chat import IGNORE
 from ...data.preferences import collate_pairs
+from ...io import atomic_file
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -80,3 +84,20 @@ def evaluate_dpo(
     policy = pair_logprobs(model, pairs, pad_id, batch_size)
     loss, metrics = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
     return {"val_loss": float(loss), **metrics}
+
+
+def reference_logprobs(
+    path: Path, model: nn.Module, splits: dict[str, list], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """DPO's reference log-probabilities of every split, stored at `path` (a resumed run reads them back):
+    the reference never changes, so it need not stay in memory nor cost anything per step."""
+    splits = {k: v for k, v in splits.items() if v}
+    if path.is_file():
+        saved = load_file(path)
+        if all(k in saved and len(saved[k]) == len(v) for k, v in splits.items()):
+            return saved
+    print(f"dpo: computing reference log-probabilities of {sum(map(len, splits.values()))} pairs")
+    ref = {k: pair_logprobs(model.eval(), v, pad_id).contiguous() for k, v in splits.items()}
+    with atomic_file(path, "wb") as f:
+        f.write(save(ref))
+    return ref

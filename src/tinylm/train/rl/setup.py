@@ -43,8 +43,16 @@ class RLSetup:
     sampler: Sampler
 
     @classmethod
-    def load(cls, data: str, model: str, eval_data: str | None, reward: str | Reward | None, config: RLConfig,
-             trained_on_reward: bool = True, **settings: Any) -> RLSetup:  # fmt: skip
+    def load(
+        cls,
+        data: str,
+        model: str,
+        eval_data: str | None,
+        reward: str | Reward | None,
+        config: RLConfig,
+        trained_on_reward: bool = True,
+        **settings: Any,
+    ) -> RLSetup:
         """`trained_on_reward` False: `reward` only measures, so training prompts need not carry its fields;
         `settings` join the recorded run config."""
         tok = Tokenizer.load(model)
@@ -59,9 +67,14 @@ class RLSetup:
             eval_prompts = check_rows(
                 reward, encode_prompts(eval_file, tok, context, n)[: config.eval_prompts]
             )
-        record = {"data": str(train_file), "eval_data": str(eval_file) if eval_file else None,
-                  "model": str(model), "reward": reward_name(reward) if reward is not None else None,
-                  **settings, "config": config}  # fmt: skip
+        record = {
+            "data": str(train_file),
+            "eval_data": str(eval_file) if eval_file else None,
+            "model": str(model),
+            "reward": reward_name(reward) if reward is not None else None,
+            **settings,
+            "config": config,
+        }
         return cls(model, policy, tok, prompts, eval_prompts, reward, config, record, Sampler(policy, tok))
 
     def reference(self, run: Run) -> Backbone:
@@ -76,16 +89,30 @@ class RLSetup:
         """The reward of each answer to its prompt."""
         return score(self.reward, texts, [p.fields for p in prompts])
 
-    def plan(self, run: Run, module: nn.Module, reference: nn.Module, make: Callable, loss: Callable,
-             keeps: Any = None) -> Plan:  # fmt: skip
+    def plan(
+        self,
+        run: Run,
+        module: nn.Module,
+        reference: nn.Module,
+        make: Callable,
+        loss: Callable,
+        keeps: Any = None,
+    ) -> Plan:
         """The loop's objective (rounds of rollouts made by `make`), the held-out evaluation and report."""
         train, sampler = run.train, self.sampler
         rounds = Rounds(self.config, train, run.dist.rank, run.dist.world_size, make, keeps)
         params = SamplingParams(max_new_tokens=self.config.max_new_tokens, temperature=1.0, seed=train.seed)
 
         def evaluate(model: nn.Module) -> dict[str, float]:
-            return evaluate_answers(model, self.tokenizer, self.eval_prompts, self.reward, params,
-                                    metrics_for(self.reward), reference)  # fmt: skip
+            return evaluate_answers(
+                model,
+                self.tokenizer,
+                self.eval_prompts,
+                self.reward,
+                params,
+                metrics_for(self.reward),
+                reference,
+            )
 
         def report(final: nn.Module, result) -> dict[str, Any]:
             if not self.eval_prompts:
@@ -99,7 +126,11 @@ class RLSetup:
             )
             return {**after, **before}
 
-        objective = Objective(rounds.batch, loss, (lambda m: evaluate(sampler.model())) if self.eval_prompts else None,
-                              state=rounds)  # fmt: skip
+        objective = Objective(
+            rounds.batch,
+            loss,
+            (lambda m: evaluate(sampler.model())) if self.eval_prompts else None,
+            state=rounds,
+        )
         card = [f"`{self.model}` aligned with {run.name.upper()} on the prompts of `{self.record['data']}`."]
         return Plan(module, objective, self.model, report, card)

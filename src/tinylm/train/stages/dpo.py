@@ -8,40 +8,19 @@ held-out pairs: the loss, the implicit-reward accuracy, the mean margin and the 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
 from torch import nn
 
-from ...data.preferences import load_pairs
-from ...data.splits import split_files
+from ...data.preferences import load_pair_splits, pair_batches
 from ...errors import TinyLMError
-from ...io import atomic_file
 from ...models import load_model
 from ...tokenizer import Tokenizer
 from ..config import TrainConfig
 from ..loop import Objective
-from ..objectives.pairs import answer_logprobs, dpo_loss, evaluate_dpo, pair_logprobs
-from ..stage import Plan, Run, run_stage
-from .reward import pair_batches
-
-
-def reference_logprobs(
-    path: Path, model: nn.Module, splits: dict[str, list], pad_id: int
-) -> dict[str, torch.Tensor]:
-    """The stored reference log-probabilities of every split, computed and written first if absent."""
-    splits = {k: v for k, v in splits.items() if v}
-    if path.is_file():
-        saved = load_file(path)
-        if all(k in saved and len(saved[k]) == len(v) for k, v in splits.items()):
-            return saved
-    print(f"dpo: computing reference log-probabilities of {sum(map(len, splits.values()))} pairs")
-    ref = {k: pair_logprobs(model.eval(), v, pad_id).contiguous() for k, v in splits.items()}
-    with atomic_file(path, "wb") as f:
-        f.write(save(ref))
-    return ref
+from ..objectives.pairs import answer_logprobs, dpo_loss, evaluate_dpo, reference_logprobs
+from ..stage import Plan, Run, recorded, run_stage
 
 
 def dpo(
@@ -72,21 +51,24 @@ def dpo(
     """
     if beta <= 0:
         raise TinyLMError(f"beta must be positive, got {beta}")
-    train = train or TrainConfig()
+    arguments, train = dict(locals()), train or TrainConfig()
     tok, policy = Tokenizer.load(model), load_model(model)
     context = context or policy.config.max_seq_len
-    train_file, eval_file = split_files(data, eval_data)
-    pairs = load_pairs(train_file, tok, context, limit)
-    held_out = load_pairs(eval_file, tok, context, eval_limit) if eval_file else []
-    record = {"data": str(train_file), "eval_data": str(eval_file) if eval_file else None, "model": str(model),
-              "beta": beta, "context": context, "limit": limit, "eval_limit": eval_limit, "train": train}  # fmt: skip
+    pairs = load_pair_splits(data, eval_data, tok, context, limit, eval_limit)
+    record = recorded(
+        arguments,
+        data=str(pairs.train_file),
+        eval_data=pairs.test_file and str(pairs.test_file),
+        train=train,
+        context=context,
+    )
 
     def build(run: Run) -> Plan:
-        splits = {"train": pairs, "eval": held_out}
+        splits = {"train": pairs.train, "eval": pairs.test}
         ref = reference_logprobs(
             run.out / "reference_logps.safetensors", policy.to(run.device), splits, tok.pad_id
         )
-        batches = pair_batches(pairs, train.batch_size, train.seed, tok.pad_id)
+        batches = pair_batches(pairs.train, train.batch_size, train.seed, tok.pad_id)
         n_eval = train.eval_batches * train.batch_size
 
         def batch(index: int) -> dict[str, torch.Tensor]:
@@ -98,18 +80,16 @@ def dpo(
             return dpo_loss(chosen, rejected, b["ref"][:, 0], b["ref"][:, 1], beta)
 
         def evaluate(m: nn.Module) -> dict[str, float]:
-            return evaluate_dpo(m, held_out[:n_eval], ref["eval"][:n_eval], tok.pad_id, beta)
+            return evaluate_dpo(m, pairs.test[:n_eval], ref["eval"][:n_eval], tok.pad_id, beta)
 
         def report(final: nn.Module, result) -> dict[str, Any]:
-            scores = evaluate_dpo(final, held_out, ref["eval"], tok.pad_id, beta) if held_out else {}
+            scores = evaluate_dpo(final, pairs.test, ref["eval"], tok.pad_id, beta) if pairs.test else {}
             if scores:
-                print(
-                    f"dpo: held-out implicit-reward accuracy {scores['reward_accuracy']:.4f} over {len(held_out)} pairs"
-                )
-            return {"train_pairs": len(pairs), **{f"heldout_{k}": v for k, v in scores.items()}}
+                print(f"dpo: held-out implicit-reward accuracy {scores['reward_accuracy']:.4f}")
+            return {"train_pairs": len(pairs.train), **{f"heldout_{k}": v for k, v in scores.items()}}
 
-        objective = Objective(batch, loss, evaluate if held_out and train.eval_batches else None)
-        card = [f"`{model}` aligned with DPO (β = {beta}) on the preference pairs of `{train_file}`."]
+        objective = Objective(batch, loss, evaluate if pairs.test and train.eval_batches else None)
+        card = [f"`{model}` aligned with DPO (β = {beta}) on the preference pairs of `{pairs.train_file}`."]
         return Plan(policy, objective, model, report, card)
 
     return run_stage("dpo", out, record, train, overwrite, build)

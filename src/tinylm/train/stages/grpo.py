@@ -52,8 +52,16 @@ def grpo(
 
     def build(run: Run) -> Plan:
         policy, reference = setup.policy.to(run.device), setup.reference(run)
-        make = grpo_rollouts(policy, reference, setup.sampler, setup.choose, setup.scores, rollout_size,
-                             config, setup.tokenizer.pad_id)  # fmt: skip
+        make = grpo_rollouts(
+            policy,
+            reference,
+            setup.sampler,
+            setup.choose,
+            setup.scores,
+            rollout_size,
+            config,
+            setup.tokenizer.pad_id,
+        )
         return setup.plan(run, policy, reference, make, lambda m, b: grpo_loss(m, b, config))
 
     return run_stage("grpo", out, {**setup.record, "train": train}, train, overwrite, build)

@@ -59,8 +59,9 @@ def ppo(
                 f"(tokenizer.json sha256 {scorer.tokenizer.hash[:12]} vs {policy_hash[:12]}); "
                 "train the reward model from the policy's checkpoint"
             )
-    setup = RLSetup.load(data, model, eval_data, reward, config, trained_on_reward=scorer is None,
-                         reward_model=reward_model)  # fmt: skip
+    setup = RLSetup.load(
+        data, model, eval_data, reward, config, trained_on_reward=scorer is None, reward_model=reward_model
+    )
     rollout_size = train.batch_size * train.grad_accum * config.minibatches
 
     def scores(prompts: list, texts: list[str]) -> list[float]:
@@ -74,8 +75,9 @@ def ppo(
         if scorer is not None:
             scorer.model.to(run.device)
         pv, reference = PolicyWithValue(setup.policy.to(run.device)), setup.reference(run)
-        make = PPORollouts(pv, reference, setup.sampler, setup.choose, scores, rollout_size, config,
-                           setup.tokenizer.pad_id)  # fmt: skip
+        make = PPORollouts(
+            pv, reference, setup.sampler, setup.choose, scores, rollout_size, config, setup.tokenizer.pad_id
+        )
         return setup.plan(run, pv, reference, make, lambda m, b: ppo_loss(m, b, config), keeps=make)
 
     return run_stage("ppo", out, {**setup.record, "train": train}, train, overwrite, build)

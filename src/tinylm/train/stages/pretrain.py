@@ -10,19 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ...data.shards import RandomWindows, TokenShards
 from ...eval.bpb import check_context, shards_bpb
 from ...infer.engine import Engine
 from ...infer.sampling import SamplingParams
-from ...models import ModelConfig, build_model, model_flops_per_token, param_counts
+from ...models import ModelConfig, build_model, model_flops_per_token
 from ...tokenizer import Tokenizer
 from ..config import TrainConfig
 from ..loop import Objective
-from ..objectives.lm import causal_lm_loss
-from ..stage import Plan, Run, run_stage
+from ..objectives.lm import causal_lm_loss, window_loss
+from ..stage import Plan, Run, recorded, run_stage
 
 
 def pretrain(
@@ -49,7 +48,7 @@ def pretrain(
         sample_tokens: Length of that sample in tokens (0: no sample).
         overwrite: Replace an output directory that holds a different run.
     """
-    train = train or TrainConfig()
+    arguments, train = dict(locals()), train or TrainConfig()
     data = TokenShards.open(shards)
     tokenizer_dir = Path(tokenizer) if tokenizer else data.tokenizer_dir()
     tok = Tokenizer.load(tokenizer_dir)
@@ -59,25 +58,16 @@ def pretrain(
     check_context(context, config.max_seq_len)
     train_tokens, val_tokens = data.split("train"), data.split("val")
     has_val = len(val_tokens) > context
-    record = {"shards": str(shards), "tokenizer": str(tokenizer_dir), "tokenizer_hash": tok.hash,
-              "context": context, "model": config, "train": train,
-              "sample_prompt": sample_prompt, "sample_tokens": sample_tokens}  # fmt: skip
-    tokens_per_step = train.batch_size * train.grad_accum * context
+    record = recorded(arguments, model=config, train=train, context=context, tokenizer=str(tokenizer_dir))
+    record["tokenizer_hash"] = tok.hash
 
     def build(run: Run) -> Plan:
-        lm = build_model(config)
+        tokens_per_step = train.batch_size * train.grad_accum * run.dist.world_size * context
         if run.dist.is_main:
-            print(f"pretrain: {lm.num_params(non_embedding=True) / 1e6:.2f}M non-embedding parameters, "
-                  f"{len(train_tokens):,} training tokens, context {context}, "
-                  f"{tokens_per_step * run.dist.world_size:,} tokens per step")  # fmt: skip
-
-        def evaluate(m: nn.Module) -> dict[str, float]:
-            val = RandomWindows(val_tokens, context, train.batch_size, seed=train.seed + 1)
-            batches = (tuple(t.to(run.device) for t in val.batch(i)) for i in range(train.eval_batches))
-            return {"val_loss": float(torch.stack([causal_lm_loss(m, b) for b in batches]).mean())}
+            print(f"pretrain: {len(train_tokens):,} training tokens, {tokens_per_step:,} tokens per step")
 
         def report(final: nn.Module, result) -> dict[str, Any]:
-            out = {"tokens_seen": result.step * tokens_per_step * run.dist.world_size}
+            out: dict[str, Any] = {"tokens_seen": result.step * tokens_per_step}
             if has_val:
                 scores = shards_bpb(final, data, "val", context, train.batch_size, run.device)
                 out.update({f"val_{k}": v for k, v in scores.items()})
@@ -93,12 +83,16 @@ def pretrain(
             return out
 
         windows = RandomWindows(train_tokens, context, train.batch_size, seed=train.seed)
-        objective = Objective(windows.batch, causal_lm_loss, evaluate if has_val and train.eval_batches else None,
-                              flops_per_token=model_flops_per_token(config, context))  # fmt: skip
-        counts = param_counts(config)
-        card = [f"Pretrained from scratch: a `{config.family}` model of {counts.total:,} parameters "
-                f"({counts.blocks:,} non-embedding), {config.n_layer} layers, d_model {config.d_model}, "
-                f"context {context}, on `{shards}` ({data.manifest['splits']['train']['tokens']:,} tokens)."]  # fmt: skip
-        return Plan(lm, objective, tokenizer_dir, report, card)
+        evaluate = window_loss(
+            val_tokens, context, train.batch_size, train.eval_batches, train.seed + 1, run.device
+        )
+        objective = Objective(
+            windows.batch,
+            causal_lm_loss,
+            evaluate if has_val and train.eval_batches else None,
+            flops_per_token=model_flops_per_token(config, context),
+        )
+        card = [f"Pretrained from scratch on `{shards}` ({len(train_tokens):,} tokens), context {context}."]
+        return Plan(build_model(config), objective, tokenizer_dir, report, card)
 
     return run_stage("pretrain", out, record, train, overwrite, build)

@@ -12,9 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ...data.batching import LengthBatches
-from ...data.preferences import collate_pairs, load_pairs
-from ...data.splits import split_files
+from ...data.preferences import load_pair_splits, pair_batches
 from ...eval.reward_model import pair_scores, pairwise_accuracy
 from ...models import load_model
 from ...models.heads import RewardModel
@@ -22,16 +20,7 @@ from ...tokenizer import Tokenizer
 from ..config import TrainConfig
 from ..loop import Objective
 from ..objectives.pairs import bradley_terry_loss
-from ..stage import Plan, Run, run_stage
-
-
-def pair_batches(pairs: list, batch_size: int, seed: int, pad_id: int) -> LengthBatches:
-    """index -> a collated batch of pairs of similar lengths, with the pairs' indices as "rows"."""
-    import torch
-
-    lengths = [max(len(c.input_ids), len(r.input_ids)) for c, r in pairs]
-    return LengthBatches(lengths, batch_size, seed, lambda rows: {
-        **collate_pairs([pairs[j] for j in rows], pad_id), "rows": torch.tensor(rows)})  # fmt: skip
+from ..stage import Plan, Run, recorded, run_stage
 
 
 def reward_train(
@@ -58,18 +47,21 @@ def reward_train(
         eval_limit: Evaluate on only the first this many held-out pairs.
         overwrite: Replace an output directory that holds a different run.
     """
-    train = train or TrainConfig()
+    arguments, train = dict(locals()), train or TrainConfig()
     tok, body = Tokenizer.load(model), load_model(model)
     context = context or body.config.max_seq_len
-    train_file, eval_file = split_files(data, eval_data)
-    pairs = load_pairs(train_file, tok, context, limit)
-    held_out = load_pairs(eval_file, tok, context, eval_limit) if eval_file else []
-    record = {"data": str(train_file), "eval_data": str(eval_file) if eval_file else None, "model": str(model),
-              "tokenizer_hash": tok.hash, "context": context, "limit": limit, "eval_limit": eval_limit,
-              "train": train}  # fmt: skip
+    pairs = load_pair_splits(data, eval_data, tok, context, limit, eval_limit)
+    record = recorded(
+        arguments,
+        data=str(pairs.train_file),
+        eval_data=pairs.test_file and str(pairs.test_file),
+        train=train,
+        context=context,
+        tokenizer_hash=tok.hash,
+    )
 
     def build(run: Run) -> Plan:
-        rm = RewardModel(body)
+        held_out = pairs.test
 
         def evaluate(m: nn.Module) -> dict[str, float]:
             return pairwise_accuracy(m, held_out[: train.eval_batches * train.batch_size], tok.pad_id)
@@ -78,12 +70,12 @@ def reward_train(
             scores = pairwise_accuracy(final, held_out, tok.pad_id) if held_out else {}
             if scores:
                 print(f"reward: held-out accuracy {scores['accuracy']:.4f} over {len(held_out)} pairs")
-            return {"train_pairs": len(pairs), **{f"heldout_{k}": v for k, v in scores.items()}}
+            return {"train_pairs": len(pairs.train), **{f"heldout_{k}": v for k, v in scores.items()}}
 
-        objective = Objective(pair_batches(pairs, train.batch_size, train.seed, tok.pad_id),
-                              lambda m, b: bradley_terry_loss(*pair_scores(m, b)),
-                              evaluate if held_out and train.eval_batches else None)  # fmt: skip
-        card = [f"A reward model: `{model}`'s body with a scalar head, trained on `{train_file}`."]
-        return Plan(rm, objective, model, report, card)
+        batches = pair_batches(pairs.train, train.batch_size, train.seed, tok.pad_id)
+        loss = lambda m, b: bradley_terry_loss(*pair_scores(m, b))  # noqa: E731
+        objective = Objective(batches, loss, evaluate if held_out and train.eval_batches else None)
+        card = [f"A reward model: `{model}`'s body with a scalar head, trained on `{pairs.train_file}`."]
+        return Plan(RewardModel(body), objective, model, report, card)
 
     return run_stage("reward", out, record, train, overwrite, build)

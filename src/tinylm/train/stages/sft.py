@@ -13,8 +13,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ...data.batching import LengthBatches, length_batches
-from ...data.chat import IGNORE, collate, encode_sft, load_conversations
+from ...data.batching import LengthBatches
+from ...data.chat import collate, encode_sft, load_conversations
 from ...data.splits import split_files
 from ...errors import TinyLMError
 from ...io import to_plain
@@ -24,8 +24,8 @@ from ...tokenizer import Tokenizer
 from ..config import TrainConfig
 from ..finetune import Mode, prepare_finetune
 from ..loop import Objective
-from ..objectives.lm import sft_loss
-from ..stage import Plan, Run, run_stage
+from ..objectives.lm import heldout_loss, sft_loss
+from ..stage import Plan, Run, recorded, run_stage
 
 
 def sft(
@@ -66,60 +66,60 @@ def sft(
         merge: LoRA: also write the merged model to OUT/model (the adapters always go to OUT/adapter).
         overwrite: Replace an output directory that holds a different run.
     """
-    train, lora = train or TrainConfig(), lora or LoraConfig()
+    arguments, train, lora = dict(locals()), train or TrainConfig(), lora or LoraConfig()
     train_file, test_file = split_files(data, test)
-    tok = Tokenizer.load(model)
-    base = load_model(model)
+    tok, base = Tokenizer.load(model), load_model(model)
     context = context or base.config.max_seq_len
     if not 1 < context <= base.config.max_seq_len:
         raise TinyLMError(f"context must be in [2, {base.config.max_seq_len}] for this model, got {context}")
     examples, counts = encode_sft(load_conversations(train_file)[:limit], tok, context, overflow)
-    held_out, test_counts = (
-        encode_sft(load_conversations(test_file)[:limit], tok, context, overflow) if test_file else ([], None)
+    held_out, test_counts = [], None
+    if test_file:
+        held_out, test_counts = encode_sft(load_conversations(test_file)[:limit], tok, context, overflow)
+    record = recorded(
+        arguments,
+        data=str(train_file),
+        test=test_file and str(test_file),
+        lora=lora,
+        train=train,
+        context=context,
     )
-    record = {"model": str(model), "data": str(train_file), "test": str(test_file) if test_file else None,
-              "mode": mode, "lora": lora if mode == "lora" else None,
-              "last_blocks": last_blocks if mode == "partial" else None,
-              "freeze_embeddings": freeze_embeddings if mode == "frozen" else None,
-              "freeze_blocks": freeze_blocks if mode == "frozen" else None,
-              "context": context, "overflow": overflow, "limit": limit, "merge": merge, "train": train}  # fmt: skip
 
     def build(run: Run) -> Plan:
         targets = prepare_finetune(base, mode, last_blocks, freeze_embeddings, freeze_blocks, lora)
-        batches = LengthBatches([len(e.input_ids) for e in examples], train.batch_size, train.seed,
-                                lambda rows: collate([examples[i] for i in rows], tok.pad_id))  # fmt: skip
-        order = length_batches([len(e.input_ids) for e in held_out], train.batch_size, 0)[
-            : train.eval_batches
-        ]
-
-        def evaluate(m: nn.Module) -> dict[str, float]:
-            """Token-weighted loss over the first train.eval_batches length-batches of the held-out set."""
-            total, n = 0.0, 0
-            for rows in order:
-                b = {k: v.to(run.device) for k, v in collate([held_out[i] for i in rows], tok.pad_id).items()}
-                labelled = int((b["labels"] != IGNORE).sum())
-                total, n = total + float(sft_loss(m, b)) * labelled, n + labelled
-            return {"val_loss": total / n}
-
-        before = None
-        if order:
-            with torch.no_grad():
-                before = evaluate(base.to(run.device).eval())["val_loss"]
-            base.train()
+        lengths = [len(e.input_ids) for e in examples]
+        batches = LengthBatches(
+            lengths,
+            train.batch_size,
+            train.seed,
+            lambda rows: collate([examples[i] for i in rows], tok.pad_id),
+        )
+        evaluate = heldout_loss(held_out, train.batch_size, train.eval_batches, tok.pad_id, run.device)
+        with torch.no_grad():
+            before = evaluate(base.to(run.device).eval())["val_loss"] if evaluate else None
+        base.train()
         if run.dist.is_main:
-            print(f"sft: {counts.kept:,} examples ({counts.truncated:,} truncated, {counts.dropped_too_long:,} "
-                  f"dropped as longer than {context} tokens), {batches.per_epoch:,} batches per epoch")  # fmt: skip
+            print(
+                f"sft: {counts.kept:,} examples ({counts.truncated:,} truncated, {counts.dropped_too_long:,} "
+                f"longer than {context} tokens dropped), {batches.per_epoch:,} batches per epoch"
+            )
 
         def report(final: nn.Module, result) -> dict[str, Any]:
             epochs = result.step * train.grad_accum * run.dist.world_size / batches.per_epoch
-            after = result.eval_metrics.get("val_loss")
-            return {"mode": mode, "lora_targets": targets, "train_examples": to_plain(counts),
-                    "test_examples": to_plain(test_counts), "epochs": epochs,
-                    "val_loss_before": before, "val_loss_after": after}  # fmt: skip
+            return {
+                "mode": mode,
+                "lora_targets": targets,
+                "train_examples": to_plain(counts),
+                "test_examples": to_plain(test_counts),
+                "epochs": epochs,
+                "val_loss_before": before,
+                "val_loss_after": result.eval_metrics.get("val_loss"),
+            }
 
-        objective = Objective(batches, sft_loss, evaluate if order else None,
-                              model_flops_per_token(base.config, context) if mode == "full" else None,
-                              tokens=lambda b: int(b["attention_mask"].sum()))  # fmt: skip
+        flops = model_flops_per_token(base.config, context) if mode == "full" else None
+        objective = Objective(
+            batches, sft_loss, evaluate, flops, tokens=lambda b: int(b["attention_mask"].sum())
+        )
         card = [f"`{model}` fine-tuned (mode **{mode}**) on `{train_file}`, loss on assistant tokens only."]
         return Plan(base, objective, model, report, card, merge_adapters=merge)
 
