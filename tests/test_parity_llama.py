@@ -1,4 +1,4 @@
-"""TinyLM against its transformers twin (Llama with GQA, tied and untied; Qwen2 with q/k/v biases)."""
+"""The llama family against its transformers twins (Llama with GQA, tied and untied; Qwen2 with q/k/v biases)."""
 
 import pytest
 import torch
