@@ -110,7 +110,7 @@ def test_pipeline_carries_a_model_from_pretraining_through_sft_to_a_chat_transcr
         "pretrain": {"context": 64, "model": tiny, "train": steps, "sample_tokens": 4},
         "sft_data": {"task": "arithmetic", "limit": 40},
         "sft": {"context": 128, "train": steps},
-        "chat": {"say": ["What is 2 plus 3?", "And 4 plus 4?"], "max_new_tokens": 6},
+        "chat": {"say": ["What is 2 plus 3?", "And 4 plus 4?"], "sampling": {"max_new_tokens": 6}},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -120,3 +120,6 @@ def test_pipeline_carries_a_model_from_pretraining_through_sft_to_a_chat_transcr
     assert chat.count("**User:**") == 2 and chat.count("**Assistant:**") == 2
     state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
     assert state["stages"]["chat"]["options"]["model"] == str(tmp_path / "run" / "sft" / "model")
+    # The recipe's sampling fields, over the stage's greedy default.
+    sampling = state["stages"]["chat"]["options"]["sampling"]
+    assert (sampling["max_new_tokens"], sampling["temperature"]) == (6, 0.0)

@@ -82,9 +82,8 @@ def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tmp_path, 
     batched = engine.generate(prompts, params)
     for prompt, seq in zip(prompts, batched, strict=True):
         assert seq.token_ids == engine.generate([prompt], params)[0].token_ids
-    main(
-        ["generate", "--model", str(ckpt), "--prompt", "To be", "--max_new_tokens", "4", "--quantize", "int4"]
-    )
+    generate = ["generate", "--model", str(ckpt), "--prompt", "To be", "--sampling.max_new_tokens", "4"]
+    assert main([*generate, "--quantize", "int4"]) == 0
     assert "int4 weights: 14 linear layers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["generate", "--model", str(ckpt), "--prompt", "x", "--quantize", "int3"])

@@ -1,6 +1,7 @@
 """Sampling: each knob changes exactly the logits it should; seeds make draws reproducible per row."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -35,8 +36,10 @@ def test_rows_use_their_own_settings():
 
 
 def test_temperature_scales_the_distribution():
-    flat = filter_logits(LOGITS.clone(), [SamplingParams(temperature=1e6)]).softmax(-1)
-    assert torch.allclose(flat, torch.full((1, 4), 0.25), atol=1e-4)
+    flat = filter_logits(LOGITS.clone(), [SamplingParams(temperature=100)]).softmax(-1)
+    assert torch.allclose(flat, torch.full((1, 4), 0.25), atol=0.01)
+    sharp = filter_logits(LOGITS.clone(), [SamplingParams(temperature=0.5)]).softmax(-1)
+    assert torch.allclose(sharp, PROBS**2 / (PROBS**2).sum())
 
 
 def test_penalties():
@@ -92,8 +95,13 @@ def test_sampling_follows_the_distribution():
         ("presence_penalty", 3.0),
         ("frequency_penalty", -2.5),
         ("temperature", math.nan),
+        ("top_logprobs", 21),
+        ("stop", ["a", ""]),
+        ("stop", "###"),
     ],
 )
-def test_out_of_range_values_name_the_field(field, value):
+def test_out_of_range_values_name_the_field_when_built(field, value):
     with pytest.raises(TinyLMError, match=field):
-        SamplingParams(**{field: value}).validate()
+        SamplingParams(**{field: value})
+    with pytest.raises(TinyLMError, match=field):
+        replace(SamplingParams(), **{field: value})

@@ -4,14 +4,16 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import httpx
 import openai
 import pytest
 import uvicorn
-from infer_fixtures import make_engine, one_thread  # noqa: F401 (autouse fixture)
+from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fixture)
 
-from tinylm.infer import SamplingParams
+from tinylm.cli import main
+from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.engine import Batch
 from tinylm.serve.app import create_app
 
@@ -36,8 +38,13 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    return make_engine(tmp_path_factory.mktemp("server"))
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("server"))
+
+
+@pytest.fixture(scope="module")
+def engine(ckpt):
+    return Engine.load(ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +107,57 @@ def test_chat_streamed_and_not(engine, client):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == want.text
     assert chunks[-1].choices[0].finish_reason == want.finish_reason
+
+
+def test_omitted_fields_take_sampling_params_defaults(engine, server, client):
+    # Only the seed is sent: temperature, top_p, max_tokens, ... must all be SamplingParams()'s.
+    defaults = SamplingParams(seed=5)
+    card = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"][0]
+    assert card["default_sampling"] == asdict(SamplingParams())
+    api = httpx.get(server.url + "/openapi.json").json()
+    assert (
+        "temperature=1.0" in api["info"]["description"] and "max_new_tokens=128" in api["info"]["description"]
+    )
+    assert "shrunk to the room" in api["paths"]["/v1/completions"]["post"]["description"]
+    r = client.completions.create(model="tiny", prompt="To be", seed=5)
+    assert r.choices[0].text == engine.generate(["To be"], defaults)[0].text
+    messages = [{"role": "user", "content": "Hello"}]
+    r = client.chat.completions.create(model="tiny", messages=messages, seed=5, temperature=None)
+    want = engine.generate([engine.chat_prompt(messages)], defaults)[0]
+    assert r.choices[0].message.content == want.text and r.usage.completion_tokens == len(want.token_ids)
+
+
+def test_omitted_max_tokens_shrinks_to_the_room_left(engine, client):
+    prompt = "To be, or not to be, that is the question. " * 8
+    room = engine.context - len(engine.tokenizer.encode(prompt))
+    assert 0 < room < SamplingParams().max_new_tokens
+    r = client.completions.create(model="tiny", prompt=prompt, temperature=0, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == room and r.choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model="tiny", prompt=prompt, max_tokens=room + 1)
+
+
+def test_serve_sampling_options_are_the_defaults_a_request_overrides(ckpt, engine, monkeypatch):
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    assert (
+        main(
+            ["serve", "--model", str(ckpt), "--sampling.temperature", "0", "--sampling.max_new_tokens", "12"]
+        )
+        == 0
+    )
+    live = LiveServer(apps[0])
+    try:
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        greedy = engine.generate(["To be"], SamplingParams(temperature=0, max_new_tokens=12))[0].text
+        assert client.completions.create(model="ckpt", prompt="To be").choices[0].text == greedy
+        sampled = (
+            client.completions.create(model="ckpt", prompt="To be", temperature=1, seed=3).choices[0].text
+        )
+        assert sampled == engine.generate(["To be"], SamplingParams(max_new_tokens=12, seed=3))[0].text
+        assert sampled != greedy
+    finally:
+        live.close()
 
 
 def test_sse_ends_with_done(server):

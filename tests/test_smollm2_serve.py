@@ -33,7 +33,8 @@ def cli_text(capsys, checkpoint, *args: str) -> str:
 def test_completion_equals_generate(client, checkpoint, capsys):
     prompt = "The three primary colours are"
     r = client.completions.create(model="smollm2", prompt=prompt, max_tokens=20, temperature=0)
-    assert r.choices[0].text == cli_text(capsys, checkpoint, "--prompt", prompt, "--max_new_tokens", "20")
+    greedy = ["--sampling.temperature", "0", "--sampling.max_new_tokens", "20"]
+    assert r.choices[0].text == cli_text(capsys, checkpoint, "--prompt", prompt, *greedy)
     assert r.usage.completion_tokens == 20 and r.choices[0].finish_reason == "length"
 
 
@@ -41,14 +42,20 @@ def test_chat_equals_generate_greedy_and_seeded(client, checkpoint, capsys):
     question = "What is the capital of France? Answer in one sentence."
     messages = [{"role": "user", "content": question}]
     r = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=32, temperature=0)
-    greedy = cli_text(capsys, checkpoint, "--chat", "true", "--prompt", question, "--max_new_tokens", "32")
+    args = ["--sampling.temperature", "0", "--sampling.max_new_tokens", "32"]
+    greedy = cli_text(capsys, checkpoint, "--chat", "true", "--prompt", question, *args)
     assert r.choices[0].message.content == greedy and "Paris" in greedy
     assert r.choices[0].finish_reason == "stop"  # ended at <|im_end|>, which the text leaves out
 
     settings = dict(temperature=0.9, top_p=0.95, seed=11, max_tokens=24)
     stream = client.chat.completions.create(model="smollm2", messages=messages, stream=True, **settings)
     streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    args = ["--temperature", "0.9", "--top_p", "0.95", "--seed", "11", "--max_new_tokens", "24"]
+    args = [
+        "--sampling.temperature=0.9",
+        "--sampling.top_p=0.95",
+        "--sampling.seed=11",
+        "--sampling.max_new_tokens=24",
+    ]
     assert streamed == cli_text(capsys, checkpoint, "--chat", "true", "--prompt", question, *args)
 
 

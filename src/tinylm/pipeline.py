@@ -121,7 +121,7 @@ STAGES: dict[str, Stage] = {
             "transcript": str(run / "chat" / "transcript.md"),
         },
         summary="tinylm.infer.chat:summarize",
-        defaults={"temperature": 0.0, "max_new_tokens": 96, "say": ["Hello!"]},
+        defaults={"sampling": {"temperature": 0.0, "max_new_tokens": 96}, "say": ["Hello!"]},
     ),
 }
 

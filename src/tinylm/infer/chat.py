@@ -8,10 +8,11 @@ the oldest exchanges are dropped (the system message stays); the transcript keep
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO, get_args, get_origin, get_type_hints
 
 from ..errors import TinyLMError
 from ..io import atomic_file
@@ -21,26 +22,37 @@ from .sampling import SamplingParams
 HELP = """commands:
   /reset              forget the conversation (keeps the system message)
   /system TEXT        set the system message (empty TEXT removes it) and reset
-  /set NAME VALUE     change a setting: temperature, top_k, top_p, min_p, repetition_penalty,
-                      presence_penalty, frequency_penalty, seed, max_new_tokens
-  /show               print the current settings
+  /set NAME VALUE     change a sampling option (/show lists them); lists as JSON, e.g. /set stop ["\\n"]
+  /show               print the sampling options
   /help               this text
   /quit               leave (Ctrl-D works too)"""
 
 TRANSCRIPT = "transcript.md"
 """File name of the transcript inside a pipeline's chat stage directory."""
 
-SETTINGS = {
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "min_p": float,
-    "repetition_penalty": float,
-    "presence_penalty": float,
-    "frequency_penalty": float,
-    "seed": int,
-    "max_new_tokens": int,
-}
+SETTINGS: dict[str, Any] = get_type_hints(SamplingParams)
+"""What `/set` can change, with each option's type: every field of SamplingParams."""
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """The value typed after `/set NAME`: "none" clears an optional option, a list is JSON or one item."""
+    hint = SETTINGS[name]
+    optional = type(None) in get_args(hint)
+    kind = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+    try:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if get_origin(kind) is list:
+            items = json.loads(text) if text.startswith("[") else [text]
+            return [get_args(kind)[0](item) for item in items]
+        if kind is bool and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if kind is not bool:
+            return kind(text)
+    except (ValueError, TypeError):
+        pass
+    expected = hint.__name__ if isinstance(hint, type) else str(hint)
+    raise TinyLMError(f"{name} needs a value of type {expected}, got {text!r}")
 
 
 class ChatSession:
@@ -87,17 +99,13 @@ class ChatSession:
             self.transcript.append(f"**System:** {self.system or '(none)'}")
             return f"(system message {'set' if self.system else 'removed'}; conversation reset)"
         if name == "show":
-            return ", ".join(f"{k}={getattr(self.params, k)}" for k in SETTINGS)
+            return ", ".join(f"{k}={getattr(self.params, k)!r}" for k in SETTINGS)
         if name == "set":
             key, _, value = arg.strip().partition(" ")
             if key not in SETTINGS:
-                raise TinyLMError(f"unknown setting {key!r}; one of: {', '.join(SETTINGS)}")
-            try:
-                new = dataclasses.replace(self.params, **{key: SETTINGS[key](value)}).validate()
-            except ValueError:
-                raise TinyLMError(f"{key} needs a {SETTINGS[key].__name__}, got {value!r}") from None
-            self.params = new
-            return f"({key} = {getattr(new, key)})"
+                raise TinyLMError(f"unknown option {key!r}; one of: {', '.join(SETTINGS)}")
+            self.params = dataclasses.replace(self.params, **{key: parse_setting(key, value.strip())})
+            return f"({key} = {getattr(self.params, key)!r})"
         if name == "help":
             return HELP
         raise TinyLMError(f"unknown command /{name}; /help lists them")
@@ -131,10 +139,7 @@ def chat(
     system: str | None = None,
     say: list[str] | None = None,
     transcript: Path | None = None,
-    max_new_tokens: int = 256,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    seed: int | None = None,
+    sampling: SamplingParams | None = None,
     device: str = "cpu",
     quantize: Literal["none", "int4"] = "none",
 ) -> None:
@@ -145,19 +150,15 @@ def chat(
         system: System message that opens the conversation.
         say: User turns to send one after another instead of reading the terminal (a scripted chat).
         transcript: Write the whole conversation to this Markdown file at the end.
-        max_new_tokens: Longest reply, in tokens.
-        temperature: Sampling temperature (0: greedy, so a scripted chat is reproducible).
-        top_p: Nucleus sampling threshold.
-        seed: Seed for sampling, to replay a conversation.
+        sampling: How replies are decoded (`--sampling.help` lists the options; `/set` changes them).
         device: Torch device (cpu, cuda).
         quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
             decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
     """
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     engine = Engine.load(model, device, quantize=quantize)
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
-    session = ChatSession(engine, params.validate(), system)
+    session = ChatSession(engine, sampling or SamplingParams(), system)
     if say is None:
         session.run(input, sys.stdout)
     for text in say or []:

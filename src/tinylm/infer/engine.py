@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TinyLMError
-from ..models.base import Cache
+from ..models.base import Backbone, Cache
 from .sampling import SamplingParams, choose_tokens
 from .text import TextStream
 
@@ -47,9 +47,13 @@ class Sequence:
 
 
 class Engine:
-    """A model and its tokenizer, ready to generate."""
+    """A model of any family and its tokenizer, ready to generate.
 
-    def __init__(self, model: torch.nn.Module, tokenizer, max_batch_size: int = 16) -> None:
+    The engine sees the model only through `Backbone` (`model(ids, attention_mask, cache=..., keep=1)`,
+    `new_cache`, `device`, `config.max_seq_len`) and its cache only through `Cache` (`keep`, `merge`).
+    """
+
+    def __init__(self, model: Backbone, tokenizer, max_batch_size: int = 16) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -64,7 +68,7 @@ class Engine:
     ) -> Engine:
         """An engine for the checkpoint directory `path` (model + tokenizer files).
 
-        quantize="int4" stores the Transformer blocks' weights as int4 (`tinylm.model.quant`), which
+        quantize="int4" stores the Transformer blocks' weights as int4 (`tinylm.models.quant`), which
         decodes several times faster on a CPU; the report of what it did is kept in `self.quantization`.
         """
         from ..models import load_model
@@ -165,9 +169,7 @@ class Engine:
                     yield delta
 
 
-def sample(
-    model: torch.nn.Module, tokenizer, prompts: list[list[int]], params: SamplingParams
-) -> list[Sequence]:
+def sample(model: Backbone, tokenizer, prompts: list[list[int]], params: SamplingParams) -> list[Sequence]:
     """Decode every prompt in one batch (row i uses `params.seed + i`); the model's train / eval mode is
     restored afterwards, so a training stage can sample from the model it trains."""
     was_training = model.training

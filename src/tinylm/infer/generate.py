@@ -34,16 +34,7 @@ def generate(
     prompts_file: Path | None = None,
     chat: bool = False,
     system: str | None = None,
-    max_new_tokens: int = 128,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    presence_penalty: float = 0.0,
-    frequency_penalty: float = 0.0,
-    seed: int | None = None,
-    stop: list[str] | None = None,
+    sampling: SamplingParams | None = None,
     batch_size: int = 16,
     out: Path | None = None,
     device: str = "cpu",
@@ -60,16 +51,7 @@ def generate(
         prompts_file: A .jsonl file with a "prompt" field per line, or a text file with one prompt per line.
         chat: Wrap each prompt as a user message in the model's chat template (and stop at end of turn).
         system: System message placed before the user message when `chat` is set.
-        max_new_tokens: Most tokens to generate per prompt.
-        temperature: Sampling temperature; 0 decodes greedily (the same text every time).
-        top_k: Sample only among the k most likely tokens (0: all).
-        top_p: Sample from the smallest set of tokens whose probability reaches top_p.
-        min_p: Drop tokens less likely than min_p times the most likely one.
-        repetition_penalty: Above 1 discourages tokens already in the prompt or output.
-        presence_penalty: Subtracted from the logit of every token already generated.
-        frequency_penalty: Subtracted from a token's logit once per time it was generated.
-        seed: Seed for sampling (prompt i of a file uses seed + i); none draws a fresh sample each run.
-        stop: Strings that end the completion (not included in the text).
+        sampling: How to decode (`--sampling.help` lists the options); prompt i of a file uses seed + i.
         batch_size: Prompts decoded together.
         out: JSONL output file for `--prompts_file` (default: stdout).
         device: Torch device (cpu, cuda).
@@ -80,18 +62,7 @@ def generate(
         raise TinyLMError("give exactly one of --prompt or --prompts_file")
     if batch_size < 1:
         raise TinyLMError(f"--batch_size must be >= 1, got {batch_size}")
-    params = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
-        seed=seed,
-        stop=list(stop or []),
-    ).validate()
+    params = sampling or SamplingParams()
     engine = Engine.load(model, device, batch_size, quantize)
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)

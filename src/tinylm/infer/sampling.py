@@ -16,10 +16,22 @@ from ..errors import TinyLMError
 
 @dataclass
 class SamplingParams:
-    """How to decode one request. `temperature=0` means greedy (argmax after penalties)."""
+    """How to decode: the one set of sampling options and defaults for generate, chat, serve and Python.
+
+    The defaults are OpenAI's where OpenAI has one, because `tinylm serve` fills every field a request
+    omits from these (or from its own `--sampling.*`), and clients written for OpenAI's API expect
+    temperature 1 and top_p 1 when they send neither: the model's own distribution, which is also what
+    RL and KL measurements need. In a terminal, `--sampling.temperature 0` decodes greedily (the same text
+    every time). max_new_tokens=128 leaves room for a prompt on the smallest models tinylm trains
+    (context 256) and is enough for a short reply; the server shrinks it to the room the context leaves
+    when a request omits max_tokens. A value out of range raises a TinyLMError naming the field when the
+    options are built, so a bad `--sampling.top_p 2` fails before any model is loaded.
+    """
 
     max_new_tokens: int = 128
+    """Most tokens to generate (a completion also ends at a stop token or string, or the context's end)."""
     temperature: float = 1.0
+    """Divide the logits by this before sampling; 0 decodes greedily (argmax after penalties)."""
     top_k: int = 0
     """Keep only the k most likely tokens; 0 keeps all."""
     top_p: float = 1.0
@@ -33,11 +45,18 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     """OpenAI-style: subtract this times the count of each token already generated."""
     seed: int | None = None
+    """Seed of the random draws (prompt i of a batch uses seed + i); none draws afresh every run."""
     stop: list[str] = field(default_factory=list)
+    """Strings that end the completion (left out of its text); at most 4."""
     stop_token_ids: list[int] = field(default_factory=list)
+    """Token ids that end the completion, besides the model's end-of-text and end-of-turn tokens."""
     ignore_eos: bool = False
+    """Keep going past the model's end-of-text and end-of-turn tokens (for benchmarks and tests)."""
     top_logprobs: int = 0
     """Also report this many most likely alternatives (with log-probabilities) at each step."""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     @property
     def greedy(self) -> bool:
@@ -59,7 +78,11 @@ class SamplingParams:
             ("presence_penalty", -2 <= self.presence_penalty <= 2, "a number in [-2, 2]"),
             ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "a number in [-2, 2]"),
             ("top_logprobs", 0 <= self.top_logprobs <= 20, "an integer in [0, 20]"),
-            ("stop", len(self.stop) <= 4 and all(self.stop), "at most 4 non-empty strings"),
+            (
+                "stop",
+                isinstance(self.stop, list) and len(self.stop) <= 4 and all(self.stop),
+                "a list of at most 4 non-empty strings",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -13,6 +13,7 @@ import json
 import secrets
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import TinyLMError
 from ..infer.engine import Engine, Sequence
+from ..infer.sampling import SamplingParams
 from .protocol import (
     APIError,
     ChatRequest,
@@ -46,8 +48,13 @@ def create_app(
     max_queue: int = 32,
     max_body_bytes: int = 1_000_000,
     threads: int | None = None,
+    sampling: SamplingParams | None = None,
 ) -> FastAPI:
-    """The server application; its decode thread runs while the app's lifespan does."""
+    """The server application; its decode thread runs while the app's lifespan does.
+
+    `sampling` holds the defaults for every sampling field a request omits (`SamplingParams()` if None).
+    """
+    defaults = sampling or SamplingParams()
     scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, threads=threads)
 
     @contextlib.asynccontextmanager
@@ -56,7 +63,11 @@ def create_app(
         yield
         scheduler.stop()
 
-    app = FastAPI(title="tinylm", lifespan=lifespan, docs_url=None, redoc_url=None)
+    settings = ", ".join(f"{k}={v!r}" for k, v in asdict(defaults).items())
+    about = (
+        f"OpenAI-compatible API. A sampling field a request omits takes this server's default: {settings}."
+    )
+    app = FastAPI(title="tinylm", description=about, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
 
     @app.exception_handler(APIError)
@@ -113,12 +124,12 @@ def create_app(
         prompt: str | list[int],
         req: CompletionRequest | ChatRequest,
         max_tokens: int | None,
-        top_logprobs: int,
-        default_max: int | None,
+        top_logprobs: int | None,
     ) -> Job:
+        """Queue the request's sequence; an omitted `max_tokens` is the default shrunk to fit the context."""
         ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
         if max_tokens is None:
-            max_tokens = default_max or max(1, engine.context - len(ids))
+            max_tokens = max(1, min(defaults.max_new_tokens, engine.context - len(ids)))
         if len(ids) + max_tokens > engine.context:
             raise APIError(
                 400,
@@ -128,7 +139,7 @@ def create_app(
                 code="context_length_exceeded",
             )
         try:
-            seq = engine.sequence(ids, req.sampling(max_tokens, top_logprobs))
+            seq = engine.sequence(ids, req.sampling(defaults, max_tokens, top_logprobs))
         except TinyLMError as e:
             raise APIError(400, str(e)) from None
         try:
@@ -180,6 +191,7 @@ def create_app(
             "created": 0,
             "owned_by": "tinylm",
             "max_model_len": engine.context,
+            "default_sampling": asdict(defaults),  # what a request's omitted sampling fields become
         }
         return {"object": "list", "data": [card]}
 
@@ -189,6 +201,12 @@ def create_app(
 
     @app.post("/v1/completions")
     async def completions(request: Request):
+        """OpenAI's legacy completions: continue `prompt` (text or token ids).
+
+        Omitted sampling fields take the server's defaults (listed in the API description); an omitted
+        max_tokens is the default max_new_tokens shrunk to the room the prompt leaves in the context,
+        not OpenAI's 16.
+        """
         req = parse(CompletionRequest, await read_json(request))
         check_model(req.model)
         if req.echo:
@@ -204,7 +222,7 @@ def create_app(
             raise APIError(
                 400, f"prompt token ids must lie in [0, {engine.tokenizer.vocab_size})", param="prompt"
             )
-        job = start(prompt, req, req.max_tokens, req.logprobs or 0, default_max=16)
+        job = start(prompt, req, req.max_tokens, req.logprobs or 0)
         rid, tok = new_id("cmpl"), engine.tokenizer
 
         def choice(seq: Sequence, text: str, start: int, end: int, reason: str | None) -> dict:
@@ -238,14 +256,20 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        """OpenAI's chat completions: the assistant's reply to `messages`, through the model's chat template.
+
+        Omitted sampling fields take the server's defaults (listed in the API description); an omitted
+        max_completion_tokens / max_tokens is the default max_new_tokens shrunk to the room the prompt
+        leaves in the context.
+        """
         req = parse(ChatRequest, await read_json(request))
         check_model(req.model)
         try:
             prompt = engine.chat_prompt([m.plain() for m in req.messages])
         except Exception as e:  # the template itself rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"the chat template rejected these messages: {e}", param="messages") from None
-        top = req.top_logprobs or 0
-        job = start(prompt, req, req.max_completion_tokens or req.max_tokens, top, default_max=None)
+        top = req.top_logprobs if req.logprobs else 0  # None: the server's default
+        job = start(prompt, req, req.max_completion_tokens or req.max_tokens, top)
         rid, tok = new_id("chatcmpl"), engine.tokenizer
 
         def logprobs(seq: Sequence, start: int, end: int) -> dict | None:
@@ -314,8 +338,12 @@ def serve(
     device: str = "cpu",
     quantize: Literal["none", "int4"] = "none",
     threads: int | None = None,
+    sampling: SamplingParams | None = None,
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.
+
+    A request's sampling fields override the server's `--sampling` defaults one by one; an omitted
+    max_tokens means `--sampling.max_new_tokens`, shrunk to the room the prompt leaves in the context.
 
     Args:
         model: Checkpoint directory (model weights, config and tokenizer files).
@@ -330,6 +358,7 @@ def serve(
         quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
             decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
         threads: Torch threads for decoding; default all cores but one, which is left to the HTTP server.
+        sampling: Defaults for the sampling fields a request omits (`--sampling.help` lists them).
     """
     import uvicorn
 
@@ -341,6 +370,6 @@ def serve(
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
     name = model_name or Path(model).resolve().name
-    app = create_app(engine, name, api_key, max_batch, max_queue, max_body_bytes, threads)
+    app = create_app(engine, name, api_key, max_batch, max_queue, max_body_bytes, threads, sampling)
     print(f"tinylm: serving {name!r} on http://{host}:{port} (chat page at /, API at /v1)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,26 +36,38 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+SAME_NAMES = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "top_k", "min_p",
+              "repetition_penalty", "ignore_eos")  # fmt: skip
+"""Request fields named as the SamplingParams field they set."""
+
+
 class _Request(BaseModel):
-    """Fields shared by both endpoints; top_k, min_p, repetition_penalty and ignore_eos extend OpenAI's."""
+    """Fields shared by both endpoints; top_k, min_p, repetition_penalty and ignore_eos extend OpenAI's.
+
+    Every sampling field a request omits (or sends as null) takes the server's default, which is
+    `SamplingParams()`'s unless `tinylm serve --sampling.*` changed it; so temperature and top_p default
+    to 1 as in OpenAI's API. An omitted max_tokens means the server's `max_new_tokens`, shrunk to the room
+    the prompt leaves in the context (so it never fails for length); an explicit one that does not fit
+    is a 400.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = 1.0
-    top_p: float = 1.0
     n: int = 1
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     seed: int | None = None
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    ignore_eos: bool = False
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -66,26 +79,20 @@ class _Request(BaseModel):
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
-    def sampling(self, max_tokens: int, top_logprobs: int = 0) -> SamplingParams:
+    def sampling(
+        self, defaults: SamplingParams, max_new_tokens: int, top_logprobs: int | None
+    ) -> SamplingParams:
+        """The server's `defaults` with every field this request sets replaced by the request's value
+        (`top_logprobs` None keeps the default)."""
         if self.n != 1:
             raise APIError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        params = SamplingParams(
-            max_new_tokens=max_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            seed=self.seed,
-            stop=stop,
-            ignore_eos=self.ignore_eos,
-            top_logprobs=top_logprobs,
-        )
+        given = {k: getattr(self, k) for k in SAME_NAMES if getattr(self, k) is not None}
+        if self.stop is not None:
+            given["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
+        if top_logprobs is not None:
+            given["top_logprobs"] = top_logprobs
         try:
-            return params.validate()
+            return replace(defaults, max_new_tokens=max_new_tokens, **given)
         except TinyLMError as e:
             raise APIError(400, str(e), param=str(e).split()[0]) from None
 
