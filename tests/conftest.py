@@ -183,3 +183,123 @@ class TinyTraining:
 def tiny():
     """The tiny training kit (`TinyTraining`)."""
     return TinyTraining()
+
+
+@pytest.fixture(scope="session")
+def random_llama():
+    """A factory: a small llama whose every parameter (norm weights and biases included) is random, so
+    nothing hides from a parity test; keyword arguments override its config."""
+    from tinylm.models import ModelConfig, build_model
+
+    base = dict(vocab_size=101, d_model=48, n_layer=2, n_head=6, n_kv_head=2, d_ff=80, max_seq_len=64)
+
+    def make(**overrides):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(**{**base, **overrides})).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.2)
+        return model
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def hf_twin():
+    """A factory: the transformers twin of a llama (LlamaForCausalLM, or Qwen2ForCausalLM with q/k/v biases)
+    built from its own config class, with our weights copied in by name."""
+    transformers = pytest.importorskip("transformers")
+    from tinylm.models.checkpoint import hf_names
+
+    def make(model):
+        c = model.config
+        common = dict(
+            vocab_size=c.vocab_size,
+            hidden_size=c.d_model,
+            intermediate_size=c.d_ff,
+            num_hidden_layers=c.n_layer,
+            num_attention_heads=c.n_head,
+            num_key_value_heads=c.n_kv_head,
+            max_position_embeddings=c.max_seq_len,
+            rms_norm_eps=c.norm_eps,
+            rope_theta=c.rope_theta,
+            tie_word_embeddings=c.tie_embeddings,
+        )
+        if c.rope_scaling:
+            common["rope_scaling"] = {"rope_type": "linear", "factor": c.rope_scaling["factor"]}
+        if c.attn_bias:
+            hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
+        else:
+            hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, mlp_bias=c.mlp_bias))
+        names = hf_names(model)
+        missing, unexpected = hf.load_state_dict(
+            {names[n]: p for n, p in model.named_parameters()}, strict=False
+        )
+        assert not unexpected and set(missing) <= {"lm_head.weight"}  # a tied head shares the embedding
+        return hf.eval()
+
+    return make
+
+
+TEXT = (
+    "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n"
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。\n"
+    "The quick brown fox jumps over the lazy dog. 0123456789\n"
+)
+
+
+def make_checkpoint(root: Path, max_seq_len: int = 256, seed: int = 0) -> Path:
+    """Train a 300-token byte-level BPE and save a random 2-layer model beside it in `root/ckpt`."""
+    from tinylm.data.bpe import train_tokenizer
+    from tinylm.models import ModelConfig, build_model, save_model
+
+    corpus = root / "corpus.txt"
+    corpus.write_text(TEXT * 30, encoding="utf-8")
+    tok = train_tokenizer(str(corpus), str(root / "tok"), vocab_size=300, min_frequency=2)
+    torch.manual_seed(seed)
+    # A large init spreads the logits, so greedy choices are not near-ties that float noise could flip.
+    config = ModelConfig(
+        vocab_size=tok.vocab_size, d_model=64, n_layer=2, n_head=4, n_kv_head=2, d_ff=128,
+        max_seq_len=max_seq_len, init_std=0.2,
+    )  # fmt: skip
+    return save_model(build_model(config), root / "ckpt", root / "tok")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_factory():
+    """`make_checkpoint(root, max_seq_len=256, seed=0)`: a random 2-layer model with a real tokenizer in root/ckpt."""
+    return make_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """One such checkpoint for the whole session (read-only)."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))
+
+
+class LiveServer:
+    """uvicorn in a background thread on a free port."""
+
+    def __init__(self, app) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """`live_server(app)` starts the app on a free port (`.url`); call `.close()` when done."""
+    return LiveServer

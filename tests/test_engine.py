@@ -7,7 +7,6 @@ from dataclasses import fields
 
 import pytest
 import torch
-from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fixture)
 
 from tinylm.cli import main
 from tinylm.errors import TinyLMError
@@ -15,13 +14,15 @@ from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.chat import ChatSession
 from tinylm.infer.text import TextStream
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["To be", "or not to be, that is the question", "床前明月光", "q", "The quick brown fox jumps"]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("engine"))
+def ckpt(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

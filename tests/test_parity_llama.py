@@ -4,56 +4,16 @@ import pytest
 import torch
 
 from tinylm.interop.hf import export_hf, import_hf
-from tinylm.models import Backbone, ModelConfig, build_model, load_model, save_model
-from tinylm.models.checkpoint import hf_names
+from tinylm.models import load_model, save_model
 
 transformers = pytest.importorskip("transformers")
 
-BASE = dict(vocab_size=101, d_model=48, n_layer=2, n_head=6, n_kv_head=2, d_ff=80, max_seq_len=64)
 CASES = {
     "llama-gqa-tied": dict(tie_embeddings=True),
     "llama-gqa-untied": dict(tie_embeddings=False, rope_theta=500.0),
     "llama-linear-rope-mlp-bias": dict(rope_scaling={"type": "linear", "factor": 4.0}, mlp_bias=True),
     "qwen2-biases": dict(attn_bias=True, tie_embeddings=False, n_kv_head=3),
 }
-
-
-def random_model(**overrides) -> Backbone:
-    """A TinyLM whose every parameter (norm weights and biases included) is random, so nothing hides."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(**{**BASE, **overrides})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
-
-
-def hf_twin(model: Backbone):
-    """The transformers model built from its own config class, with our weights copied in by name."""
-    c = model.config
-    common = dict(
-        vocab_size=c.vocab_size,
-        hidden_size=c.d_model,
-        intermediate_size=c.d_ff,
-        num_hidden_layers=c.n_layer,
-        num_attention_heads=c.n_head,
-        num_key_value_heads=c.n_kv_head,
-        max_position_embeddings=c.max_seq_len,
-        rms_norm_eps=c.norm_eps,
-        rope_theta=c.rope_theta,
-        tie_word_embeddings=c.tie_embeddings,
-    )
-    if c.rope_scaling:
-        common["rope_scaling"] = {"rope_type": "linear", "factor": c.rope_scaling["factor"]}
-    if c.attn_bias:
-        hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
-    else:
-        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, mlp_bias=c.mlp_bias))
-    names = hf_names(model)
-    state = {names[n]: p for n, p in model.named_parameters()}
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}  # a tied head shares the embedding
-    return hf.eval()
 
 
 def left_padded_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,8 +26,8 @@ def left_padded_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_logits_match_transformers(case):
-    ours = random_model(**CASES[case])
+def test_logits_match_transformers(case, random_llama, hf_twin):
+    ours = random_llama(**CASES[case])
     hf = hf_twin(ours)
     ids = torch.randint(0, ours.config.vocab_size, (2, 13))
     with torch.no_grad():
@@ -75,8 +35,8 @@ def test_logits_match_transformers(case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_left_padded_logits_match_transformers(case):
-    ours = random_model(**CASES[case])
+def test_left_padded_logits_match_transformers(case, random_llama, hf_twin):
+    ours = random_llama(**CASES[case])
     hf = hf_twin(ours)
     ids, mask = left_padded_batch(ours.config.vocab_size)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate passes
@@ -87,8 +47,8 @@ def test_left_padded_logits_match_transformers(case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_kv_cache_step_by_step_matches_full_forward_and_transformers(case):
-    ours = random_model(**CASES[case])
+def test_kv_cache_step_by_step_matches_full_forward_and_transformers(case, random_llama, hf_twin):
+    ours = random_llama(**CASES[case])
     hf = hf_twin(ours)
     ids, mask = left_padded_batch(ours.config.vocab_size)
     real = mask.bool()
@@ -106,8 +66,8 @@ def test_kv_cache_step_by_step_matches_full_forward_and_transformers(case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_exported_checkpoint_loads_in_transformers_with_same_logits(case, tmp_path):
-    ours = random_model(**CASES[case])
+def test_exported_checkpoint_loads_in_transformers_with_same_logits(case, tmp_path, random_llama):
+    ours = random_llama(**CASES[case])
     save_model(ours, tmp_path / "ckpt")
     export_hf(str(tmp_path / "ckpt"), out=str(tmp_path / "hf"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
@@ -117,11 +77,11 @@ def test_exported_checkpoint_loads_in_transformers_with_same_logits(case, tmp_pa
         torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-5, rtol=0)
 
 
-def test_import_of_a_sharded_transformers_directory(tmp_path):
+def test_import_of_a_sharded_transformers_directory(tmp_path, random_llama, hf_twin):
     """A directory written by transformers itself (sharded safetensors, its own config) imports exactly."""
     from tokenizers import Tokenizer, models
 
-    ours = random_model(**CASES["llama-gqa-untied"])
+    ours = random_llama(**CASES["llama-gqa-untied"])
     hf = hf_twin(ours)
     hf.save_pretrained(tmp_path / "src", max_shard_size="20KB")
     assert (tmp_path / "src" / "model.safetensors.index.json").exists()

@@ -31,13 +31,7 @@ QUICK = ["--train.max_steps", "8", "--train.batch_size", "4", "--train.warmup_st
 QUICK += ["--train.eval_every", "4", "--train.eval_batches", "2", "--train.device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine idle-spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pretrain_args(shards, out, *extra: str) -> list[str]:

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from tinylm.cli import main
@@ -12,6 +11,8 @@ from tinylm.infer import Engine, SamplingParams
 from tinylm.models import ModelConfig, build_model, load_model
 from tinylm.models.quant import Int4Linear, Int4Weights, quantize_int4
 from tinylm.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def q4_1_matrix(rows: int, cols: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,8 +74,8 @@ def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot
     assert (after - before).abs().mean() < 0.1 * before.abs().mean()
 
 
-def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tmp_path, capsys):
-    ckpt = make_checkpoint(tmp_path)
+def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tiny_checkpoint, capsys):
+    ckpt = tiny_checkpoint
     engine = Engine.load(ckpt, max_batch_size=2, quantize="int4")
     assert engine.quantization.quantized == 2 * 7
     prompts = ["To be", "床前明月光", "The quick brown fox jumps"]

@@ -5,10 +5,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-from infer_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from tinylm.errors import TinyLMError
 from tinylm.infer.sampling import SamplingParams, apply_penalties, choose_tokens, filter_logits
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROBS = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
 LOGITS = PROBS.log()

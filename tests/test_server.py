@@ -1,7 +1,6 @@
 """The OpenAI-compatible server, live on 127.0.0.1, driven by the official `openai` client and raw HTTP."""
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -10,36 +9,20 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from infer_fixtures import make_checkpoint, one_thread  # noqa: F401 (autouse fixture)
 
 from tinylm.cli import main
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.engine import Batch
 from tinylm.serve.app import create_app
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 KEY = "sk-test"
 
 
-class LiveServer:
-    """uvicorn in a background thread on a free port."""
-
-    def __init__(self, app) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("server"))
+def ckpt(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +31,9 @@ def engine(ckpt):
 
 
 @pytest.fixture(scope="module")
-def server(engine):
+def server(engine, live_server):
     app = create_app(engine, "tiny", api_key=KEY, max_batch=2, max_queue=1, max_body_bytes=20_000)
-    live = LiveServer(app)
+    live = live_server(app)
     live.scheduler = app.state.scheduler
     yield live
     live.close()
@@ -137,7 +120,7 @@ def test_omitted_max_tokens_shrinks_to_the_room_left(engine, client):
         client.completions.create(model="tiny", prompt=prompt, max_tokens=room + 1)
 
 
-def test_serve_sampling_options_are_the_defaults_a_request_overrides(ckpt, engine, monkeypatch):
+def test_serve_sampling_options_are_the_defaults_a_request_overrides(ckpt, engine, monkeypatch, live_server):
     apps = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
     assert (
@@ -146,7 +129,7 @@ def test_serve_sampling_options_are_the_defaults_a_request_overrides(ckpt, engin
         )
         == 0
     )
-    live = LiveServer(apps[0])
+    live = live_server(apps[0])
     try:
         client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
         greedy = engine.generate(["To be"], SamplingParams(temperature=0, max_new_tokens=12))[0].text

@@ -3,7 +3,6 @@ official openai client, says exactly what `tinylm generate` says for the same se
 
 import openai
 import pytest
-from test_server import LiveServer
 
 from tinylm.cli import main
 from tinylm.infer import Engine
@@ -18,8 +17,8 @@ def checkpoint(smollm2_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def client(checkpoint):
-    live = LiveServer(create_app(Engine.load(checkpoint), "smollm2"))
+def client(checkpoint, live_server):
+    live = live_server(create_app(Engine.load(checkpoint), "smollm2"))
     yield openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
     live.close()
 

@@ -8,20 +8,21 @@ import shutil
 import time
 
 import pytest
-from infer_fixtures import make_engine, one_thread  # noqa: F401 (autouse fixture)
-from test_server import LiveServer
 
-from tinylm.infer.engine import Batch
+from tinylm.infer.engine import Batch, Engine
 from tinylm.serve.app import create_app
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
 )
-pytestmark = pytest.mark.skipif(
-    not (shutil.which(CHROMIUM) and shutil.which(DRIVER)),
-    reason=f"{CHROMIUM} or {DRIVER} missing (apt-get install chromium chromium-driver)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (shutil.which(CHROMIUM) and shutil.which(DRIVER)),
+        reason=f"{CHROMIUM} or {DRIVER} missing (apt-get install chromium chromium-driver)",
+    ),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +57,12 @@ def text(element) -> str:
     return element.get_attribute("textContent")
 
 
-def test_type_a_message_and_see_a_streamed_reply(tmp_path, browser, monkeypatch):
+def test_type_a_message_and_see_a_streamed_reply(tiny_checkpoint, browser, monkeypatch, live_server):
     from selenium.webdriver.common.by import By
 
     step = Batch.step
     monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.01) or step(self))  # time to watch it grow
-    live = LiveServer(create_app(make_engine(tmp_path), "tiny"))
+    live = live_server(create_app(Engine.load(tiny_checkpoint), "tiny"))
     try:
         browser.get(live.url + "/")
         wait_for(lambda: browser.find_element(By.ID, "model").text == "tiny")
