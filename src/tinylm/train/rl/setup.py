@@ -85,7 +85,7 @@ class RLSetup:
 
         def evaluate(model: nn.Module) -> dict[str, float]:
             return evaluate_answers(model, self.tokenizer, self.eval_prompts, self.reward, params,
-                                    metrics_for(self.reward), reference)  # fmt: skip
+                                    metrics_for(self.reward), reference).means  # fmt: skip
 
         def report(final: nn.Module, result) -> dict[str, Any]:
             if not self.eval_prompts:
