@@ -139,13 +139,14 @@ def _reference(reference: str | None, tokenizer: Tokenizer, model: str, device: 
 
 def _summary(result: dict[str, Any], means: dict[str, float]) -> None:
     """The result in a few lines: the means, how labels are spread, a few answers."""
-    means = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
-    print(f"{result['task']} ({result['method']}, {result['scored_by']} reward): {means} "
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+    print(f"{result['task']} ({result['method']}, {result['scored_by']} reward): {scores} "
           f"over {result['prompts']} prompts of {result['data']}")  # fmt: skip
     if "predicted" in result:
         print(f"  predicted {result['predicted']}, expected {result['expected']}")
     for s in result["samples"]:
-        print(f"  [{s['reward']:.3f}] {s['prompt'][-60:]!r} -> {s['answer'][:80]!r}")
+        prompt = s["prompt"] if len(s["prompt"]) <= 60 else "…" + s["prompt"][-59:]  # the asked item ends it
+        print(f"  [{s['reward']:.3f}] {prompt!r} -> {s['answer'][:80]!r}")
 
 
 def _check(
