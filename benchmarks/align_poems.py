@@ -12,9 +12,10 @@ pairs show differences the policy's samples rarely have, and the judged pairs ra
 The defaults are the settings that raised form + rhyme for both seeds: PPO and GRPO as they stand, DPO
 with `--pairs damaged` (on judged pairs it raised the exact-form rate most, but not form + rhyme).
 
-Measured on held-out prompts (titles never seen in training), one sample each at temperature 1 with a
-fixed seed: the policy's own distribution, on which KL to the SFT model is also estimated; the greedy
-exact-form rate is printed too.
+Measured by `tinylm eval run poems` on held-out prompts (titles never seen in training), each distinct
+prompt once (399 rows ask 371 distinct prompts), one sample each at temperature 1 with a fixed seed: the
+policy's own distribution, on which KL to the SFT model is also estimated; the greedy exact-form rate is
+printed too.
 
 - reward model (`tinylm reward train`) on the preference pairs: held-out pairwise accuracy;
 - PPO with that learned reward model; DPO on the preference pairs; GRPO on the programmatic poem reward;
@@ -30,20 +31,29 @@ from pathlib import Path
 
 from cli_steps import run
 
-from tinylm.data.tasks.poems import select_form
-from tinylm.train.rl import eval_reward
+from tinylm.tasks.poems import select_form
 
 
-def evaluate(model: Path, data: Path, reward: str, reference: Path, n: int, max_new_tokens: int) -> dict:
-    """Held-out verifiable scores of `model` (one sample per prompt, temperature 1, seed 0) plus the greedy
-    exact-form rate (`greedy_exact_form`), each printed with its command."""
-    base = ["eval", "reward", "--model", str(model), "--data", str(data), "--reward", reward]
-    budget = ["--n", str(n), "--max_new_tokens", str(max_new_tokens)]
-    print("$ tinylm " + shlex.join([*base, "--reference", str(reference), *budget]), flush=True)
-    result = eval_reward(str(model), str(data), reward, str(reference), n, max_new_tokens)
-    print("$ tinylm " + shlex.join([*base, *budget, "--temperature", "0"]), flush=True)
-    greedy = eval_reward(str(model), str(data), reward, None, n, max_new_tokens, temperature=0.0)
-    result["greedy_exact_form"] = greedy.get("exact_form", float("nan"))
+def evaluate(model: Path, data: Path, reference: Path, n: int, max_new_tokens: int, out: Path) -> dict:
+    """Held-out poem scores of `model` (one sample per distinct prompt, temperature 1, seed 0) with its KL to
+    `reference`, plus the greedy exact-form rate (`greedy_exact_form`); each `tinylm eval run` is printed."""
+    base = ["eval", "run", "poems", "--model", str(model), "--data", str(data), "--n", str(n),
+            "--sampling.max_new_tokens", str(max_new_tokens), "--sampling.seed", "0"]  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    run(
+        [
+            *base,
+            "--sampling.temperature",
+            "1",
+            "--reference",
+            str(reference),
+            "--out",
+            str(out / "sampled.json"),
+        ]
+    )
+    run([*base, "--sampling.temperature", "0", "--out", str(out / "greedy.json")])
+    result = json.loads((out / "sampled.json").read_text())
+    result["greedy_exact_form"] = json.loads((out / "greedy.json").read_text())["exact_form"]
     return result
 
 
@@ -98,7 +108,7 @@ def main() -> None:
         judged = work / "data" / "judged"
         if not (judged / "test.jsonl").is_file():
             run(["data", "judge", "--model", str(sft), "--data", str(poems), "--reward", "poem", "--samples", "4",
-                 "--max_new_tokens", str(mnt), "--out", str(judged)])  # fmt: skip
+                 "--sampling.max_new_tokens", str(mnt), "--out", str(judged)])  # fmt: skip
         if args.pairs == "both":
             print(f"$ concatenate the pair files of {judged} and {prefs} into {work / 'data' / 'both'}")
             (work / "data" / "both").mkdir(exist_ok=True)
@@ -108,7 +118,7 @@ def main() -> None:
                 )
                 (work / "data" / "both" / split).write_text(text, encoding="utf-8")
         prefs = work / "data" / args.pairs
-    table = [("SFT (start)", None, evaluate(sft, test, "poem", sft, args.n, mnt), 0.0)]
+    table = [("SFT (start)", None, evaluate(sft, test, sft, args.n, mnt, work / "eval" / "sft"), 0.0)]
 
     rm = Path(args.reward_model).parent if args.reward_model else work / "rm"
     if "ppo" in args.methods and not args.reward_model:
@@ -136,12 +146,12 @@ def main() -> None:
         for seed in args.seeds:
             out = work / f"{method}-seed{seed}"
             seconds = run(shlex.split(f"{stages[method]} --out {out} --train.seed {seed}"))
-            table.append(
-                (method.upper(), seed, evaluate(out / "model", test, "poem", sft, args.n, mnt), seconds)
-            )
+            scores = evaluate(out / "model", test, sft, args.n, mnt, work / "eval" / out.name)
+            table.append((method.upper(), seed, scores, seconds))
 
     print(
-        f"\nheld-out poem prompts: {args.n}, one sample each at temperature 1 (seed 0); KL in nats per completion"
+        f"\nheld-out poem prompts: {table[0][2]['prompts']} distinct, one sample each at temperature 1 (seed 0); "
+        "KL in nats per completion"
     )
     print(
         f"{'model':<12} {'seed':>4} {'form+rhyme':>10} {'exact form':>10} {'greedy exact':>12} {'KL to SFT':>9} {'time s':>7}"

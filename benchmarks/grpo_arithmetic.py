@@ -2,14 +2,15 @@
 
     .venv/bin/python benchmarks/grpo_arithmetic.py [--sft DIR] [--work runs/grpo-arith] [--seeds 1 2]
 
-The reward is `arithmetic_reward`: 1 when the last number of the answer equals the problem's answer. The
-starting policy, unless `--sft` names one, is the demo's own SFT model: `recipes/demo.yaml` run up to its
-`sft` stage (3 minutes of Shakespeare pretraining of a ~1M-parameter model, then `tinylm sft` on
-`tinylm data make arithmetic`). GRPO trains on the training split of `tinylm data make arithmetic`;
-accuracy is measured on the first `--n` problems of its test split (split by prompt text, so never trained
-on by SFT or GRPO), one sample each at temperature 1 with a fixed seed, overall and per difficulty level.
-The same prompts and sampling seed are used before and after, so the comparison is paired; the standard
-error sqrt(p(1-p)/n) of each accuracy is printed beside it. Only tinylm's public API is used.
+The reward is the arithmetic task's (`tinylm.tasks.arithmetic`): 1 when the last number of the answer
+equals the problem's answer. The starting policy, unless `--sft` names one, is the demo's own SFT model:
+`recipes/demo.yaml` run up to its `sft` stage (3 minutes of Shakespeare pretraining of a ~1M-parameter
+model, then `tinylm sft` on `tinylm data make arithmetic`). GRPO trains on the training split of `tinylm
+data make arithmetic`; accuracy is measured by `tinylm eval run arithmetic` on the first `--n` problems of
+its test split (split by prompt text, so never trained on by SFT or GRPO), one sample each at temperature
+1 with a fixed seed, overall and per difficulty level. The same prompts and sampling seed are used before
+and after, so the comparison is paired; the standard error sqrt(p(1-p)/n) of each accuracy is printed
+beside it. Every step is a `tinylm` command, printed before it runs.
 
 The defaults (100 steps of 16 prompts x 8 samples, lr 1e-4, beta 0.04, no weight decay, which would pull
 toward zero rather than toward the SFT model) raised accuracy from 0.273 to 0.324 for both seeds, starting
@@ -22,35 +23,39 @@ threads the runs were many times slower.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
+from collections import Counter
 from pathlib import Path
 
 from cli_steps import run
 
-from tinylm.model.checkpoint import load_checkpoint, load_model
-from tinylm.tokenizer import Tokenizer
-from tinylm.train.rl import evaluate_policy, load_rl_prompts
 
+def accuracy(
+    model: Path, test: Path, reference: Path, n: int, max_new_tokens: int, out: Path
+) -> dict[str, dict]:
+    """{"all" | "level k": {"reward", "kl", "n"}} for one sample per problem among the first `n` of `test`
+    (temperature 1, seed 0), each `tinylm eval run arithmetic` printed.
 
-def accuracy(model: Path, test: Path, reference: Path, n: int, max_new_tokens: int) -> dict[str, dict]:
-    """{"all" | "level k": {"reward", "kl", "n"}} for one sample per held-out prompt (temperature 1, seed 0).
-
-    Each level is sampled separately (rows keep their own seeds within a level), so before and after see
-    identical prompts and random streams."""
-    policy, tokenizer_dir = load_checkpoint(str(model))
-    tok, ref = Tokenizer.load(tokenizer_dir), load_model(str(reference))
-    prompts = load_rl_prompts(test, tok, policy.config.max_seq_len, max_new_tokens, "arithmetic")[:n]
-    out: dict[str, dict] = {}
-    for level in sorted({p.fields["level"] for p in prompts}):
-        subset = [p for p in prompts if p.fields["level"] == level]
-        m = evaluate_policy(policy, tok, subset, "arithmetic", max_new_tokens, 1.0, 0, ref)
-        out[f"level {level}"] = {"reward": m["reward"], "kl": m["kl"], "n": len(subset)}
-    total = sum(v["n"] for v in out.values())
-    out["all"] = {k: sum(v[k] * v["n"] for v in out.values()) / total for k in ("reward", "kl")} | {
+    Each level is scored separately (`--where '{"level": k}'`, rows keeping their own seeds within a level),
+    so before and after see identical prompts and random streams."""
+    counts = Counter(json.loads(line)["level"] for line in test.read_text(encoding="utf-8").splitlines()[:n])
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, dict] = {}
+    for level, count in sorted(counts.items()):
+        path = out / f"level{level}.json"
+        run(["eval", "run", "arithmetic", "--model", str(model), "--data", str(test), "--where",
+             json.dumps({"level": level}), "--n", str(count), "--reference", str(reference),
+             "--sampling.max_new_tokens", str(max_new_tokens), "--sampling.temperature", "1",
+             "--sampling.seed", "0", "--out", str(path)])  # fmt: skip
+        m = json.loads(path.read_text())
+        result[f"level {level}"] = {"reward": m["reward"], "kl": m["kl"], "n": m["prompts"]}
+    total = sum(v["n"] for v in result.values())
+    result["all"] = {k: sum(v[k] * v["n"] for v in result.values()) / total for k in ("reward", "kl")} | {
         "n": total
     }
-    return out
+    return result
 
 
 def main() -> None:
@@ -79,7 +84,7 @@ def main() -> None:
         stages = "[tokenizer,shards,pretrain,sft_data,sft]"
         run(["pipeline", "recipes/demo.yaml", "--out", str(work / "pipeline"), "--stages", stages])
     test, mnt = data / "test.jsonl", args.max_new_tokens
-    rows = [("SFT (start)", "-", accuracy(sft, test, sft, args.n, mnt), 0.0)]
+    rows = [("SFT (start)", "-", accuracy(sft, test, sft, args.n, mnt, work / "eval" / "sft"), 0.0)]
     for seed in args.seeds:
         out = work / f"grpo-seed{seed}"
         cmd = shlex.split(
@@ -91,7 +96,8 @@ def main() -> None:
             f"--grpo.max_new_tokens {mnt} --grpo.eval_prompts 0"
         )
         seconds = run(cmd)
-        rows.append(("GRPO", str(seed), accuracy(out / "model", test, sft, args.n, mnt), seconds))
+        scores = accuracy(out / "model", test, sft, args.n, mnt, work / "eval" / out.name)
+        rows.append(("GRPO", str(seed), scores, seconds))
 
     print(f"\nfirst {args.n} held-out problems of {test}, one sample each at temperature 1 (seed 0)")
     print("accuracy ± standard error; KL to the SFT model in nats per answer")

@@ -9,7 +9,7 @@ most MAX_CHARS characters and reorders each split so that labels alternate 正�
 balanced, so 50 % is both chance and the majority baseline). Fine-tunes one copy of the model per mode on
 the first EXAMPLES training rows, then scores the model zero-shot and each fine-tuned copy on the first N
 held-out rows. Accuracy compares the log-likelihood of 正面 and 负面 as the whole answer
-(`tinylm eval task --method loglik`).
+(`tinylm eval run sentiment-zh --method loglik`).
 
 Why these choices: a step costs time in proportion to its tokens, and the prompt alone is 96 tokens, so short
 reviews let 1,600 examples fit in under an hour of a shared 2-core CPU. The defaults are the run that
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cli_steps import run_step
 
-from tinylm.data.tasks.sentiment import REVIEW_LABELS, review_prompt
+from tinylm.tasks.sentiment import REVIEW_LABELS, review_prompt
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh" / "review_sentiment.jsonl"
 # Adapters tolerate large steps, whole-model updates need small ones.
@@ -91,8 +91,8 @@ def main() -> None:
             print(f"{split}: {len(kept)} reviews of <= {args.max_chars} characters, labels alternating")
 
     def evaluate(name: str, model: Path) -> dict:
-        result = w / f"eval_{name}.json"
-        run_step("eval", "task", "--model", str(model), "--data", str(data), "--task", "sentiment",
+        result = w / f"eval_run_{name}.json"
+        run_step("eval", "run", "sentiment-zh", "--model", str(model), "--data", str(data),
                "--n", args.n, "--method", "loglik", "--out", str(result), skip_if=result)  # fmt: skip
         return json.loads(result.read_text())
 
@@ -122,7 +122,8 @@ def main() -> None:
         loss = f"{fit['val_loss_before']:.3f}->{fit['val_loss_after']:.3f}" if fit else "-"
         print(
             f"{mode:<10} {trainable:>12} {seconds:>8} {peak:>8} {loss:>15} "
-            f"{acc['accuracy']:>12.1%}  ({acc['correct']}/{acc['n']}, predicted {acc['predicted']})"
+            f"{acc['reward']:>12.1%}  ({round(acc['reward'] * acc['prompts'])}/{acc['prompts']}, "
+            f"predicted {acc['predicted']})"
         )
 
 

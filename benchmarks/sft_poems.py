@@ -5,9 +5,10 @@
 Pretrains a small model on the embedded Tang poems (title + text, no chat format; 128-token windows, room
 for the chat prompt and its answer, which SFT and evaluation need), SFT-tunes it on the 五言绝句 rows of
 `tinylm data make poems` (`select_form`: one form is learned far sooner than two), and prints the share of
-exact 五言绝句 among the answers for 100 held-out titles, before SFT (prompting the base model with the same
-chat prompt) and after, decoding greedily and by sampling at temperature 0.7. Every step is a `tinylm`
-command, printed before it runs; a step whose output exists is skipped, so a rerun only re-prints the numbers.
+exact 五言绝句 among the answers for 100 held-out titles (`tinylm eval run poems`), before SFT (prompting
+the base model with the same chat prompt) and after, decoding greedily and by sampling at temperature 0.7.
+Every step is a `tinylm` command, printed before it runs; a step whose output exists is skipped, so a rerun
+only re-prints the numbers.
 
 Pretraining is budgeted by time, so run it on a machine to itself: 16 minutes of it reach ~2,100 steps and
 2.44 bits per byte on 2 idle cores, but only 131 steps when other training shared them.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from cli_steps import run_step
 
-from tinylm.data.tasks.poems import select_form
+from tinylm.tasks.poems import select_form
 
 
 def main() -> None:
@@ -57,18 +58,18 @@ def main() -> None:
     evals = {}
     for temperature in ("0", "0.7"):
         for name, model in (("before SFT", pre / "model"), ("after SFT", sft / "model")):
-            result = w / f"eval_{name.split()[0]}_t{temperature}.json"
-            run_step("eval", "task", "--model", str(model), "--data", str(poems), "--task", "poems", "--n", args.n,
-                   "--max_new_tokens", "40", "--temperature", temperature, "--seed", "0", "--out", str(result),
-                   skip_if=result)  # fmt: skip
+            result = w / f"eval_run_{name.split()[0]}_t{temperature}.json"
+            run_step("eval", "run", "poems", "--model", str(model), "--data", str(poems), "--n", args.n,
+                   "--sampling.max_new_tokens", "40", "--sampling.temperature", temperature, "--sampling.seed", "0",
+                   "--out", str(result), skip_if=result)  # fmt: skip
             evals[f"{name}, temperature {temperature}"] = json.loads(result.read_text())
     fit = json.loads((sft / "results.json").read_text())
     print(f"\nSFT: {fit['step']} steps ({fit['epochs']:.2f} epochs) in {fit['train_seconds']:.0f} s, "
           f"held-out loss {fit['val_loss_before']:.3f} -> {fit['val_loss_after']:.3f}")  # fmt: skip
     for name, r in evals.items():
-        sample = r["samples"][0]
-        print(f"{name}: {r['exact_form']}/{r['n']} exact 五言绝句 ({r['rate']:.0%}), mean form score "
-              f"{r['mean_form_score']:.3f}; e.g. 《{sample['title']}》 {sample['text']!r}")  # fmt: skip
+        sample, exact = r["samples"][0], round(r["exact_form"] * r["prompts"])
+        print(f"{name}: {exact}/{r['prompts']} exact 五言绝句 ({r['exact_form']:.0%}), mean form score "
+              f"{r['form_score']:.3f}; e.g. {sample['prompt']} {sample['answer'].strip()!r}")  # fmt: skip
 
 
 if __name__ == "__main__":

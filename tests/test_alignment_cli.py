@@ -1,4 +1,4 @@
-"""`tinylm reward train|score`, `dpo`, `ppo`, `grpo` and `eval reward` end to end on a tiny model: each runs in
+"""`tinylm reward train|score`, `dpo`, `ppo`, `grpo` and `eval run` end to end on a tiny model: each runs in
 seconds, resumes exactly after a stop signal, and refuses bad input with exit 2 and a clear message."""
 
 from __future__ import annotations
@@ -316,25 +316,11 @@ def test_grpo_arithmetic_resumes_at_a_round_boundary(monkeypatch, data, policy, 
         monkeypatch, grpo, "grpo_loss", 2, [*args, "--out", str(tmp_path / "b")], tmp_path / "b"
     )
     assert_same_run(tmp_path / "a", tmp_path / "b")
-    assert (
-        main(
-            [
-                "eval",
-                "reward",
-                "--model",
-                str(tmp_path / "a" / "model"),
-                "--data",
-                str(data / "arith" / "test.jsonl"),
-                "--reward",
-                "arithmetic",
-                "--reference",
-                str(policy),
-                "--sampling.max_new_tokens",
-                "8",
-            ]
-        )
-        == 0
-    )
+    out = tmp_path / "eval.json"
+    assert main(["eval", "run", "arithmetic", "--model", str(tmp_path / "a" / "model"), "--data", str(data / "arith"),
+                 "--reference", str(policy), "--sampling.max_new_tokens", "8", "--out", str(out)]) == 0  # fmt: skip
+    result = json.loads(out.read_text())  # the trained policy has moved away from its reference
+    assert result["scored_by"] == "arithmetic" and result["prompts"] == 4 and result["kl"] != 0
 
 
 def test_reward_model_with_another_tokenizer_is_refused(data, policy, reward_model, tmp_path, capsys):

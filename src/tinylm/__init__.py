@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "ppo": "tinylm.train.stages.ppo",
     "grpo": "tinylm.train.stages.grpo",
     "eval_bpb": "tinylm.eval.bpb",
+    "eval_run": "tinylm.eval.run",
     "Engine": "tinylm.infer",
     "SamplingParams": "tinylm.infer",
     "make_task": "tinylm.tasks.make",

@@ -32,8 +32,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "tinylm.train.stages.pretrain:pretrain",
     "sft": "tinylm.train.stages.sft:sft",
     "eval bpb": "tinylm.eval.bpb:eval_bpb",
-    "eval task": "tinylm.eval.tasks:eval_task",
-    "eval reward": "tinylm.eval.sampled:eval_reward",
+    "eval run": "tinylm.eval.run:eval_run",
     "reward train": "tinylm.train.stages.reward:reward_train",
     "reward score": "tinylm.eval.reward_model:reward_score",
     "dpo": "tinylm.train.stages.dpo:dpo",
@@ -46,7 +45,7 @@ GROUP_HELP: dict[str, str] = {
     "data": "Embedded corpora, token shards and task data.",
     "import": "Import models from Hugging Face directories and GGUF files.",
     "export": "Export tinylm checkpoints to Hugging Face directories.",
-    "eval": "Score models: bits per byte, tasks, rewards.",
+    "eval": "Score models: bits per byte, tasks.",
     "reward": "Reward models: train on preference pairs, score conversations.",
 }
 
@@ -62,7 +61,7 @@ def _summary(fn: Callable) -> str:
 
 
 # Commands whose required arguments are positional (`tinylm import gguf FILE`); all others take --options.
-POSITIONAL: set[str] = {"import hf", "import gguf", "export hf", "info", "data make"}
+POSITIONAL: set[str] = {"import hf", "import gguf", "export hf", "info", "data make", "eval run"}
 
 
 def _command_parser(path: str, fn: Callable):

@@ -111,28 +111,28 @@ def load_conversations(path: str | Path) -> list[Messages]:
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
-    """Prompts for RL from a JSONL file of conversations, prompt / completion rows or prompt-only rows.
+    """Prompts for RL from a JSONL file of conversations, prompt / completion rows or prompt-only rows."""
+    return [to_prompt(row, where) for where, row in jsonl_rows(path)]
 
-    A row's prompt is everything before its last assistant turn (the whole conversation if it has none);
-    fields other than messages / prompt / completion are kept for the reward function.
-    """
-    prompts = []
-    for where, row in jsonl_rows(path):
-        if "messages" not in row:
-            require_fields(row, where, ("prompt",))
-        messages = messages_field(
-            row["messages"] if "messages" in row else row["prompt"], where, "prompt", "user"
-        )
-        if "completion" in row:
-            messages += messages_field(row["completion"], where, "completion", "assistant")
-        reference = None
-        if messages[-1]["role"] == "assistant":
-            reference = messages.pop()["content"]
-        if not messages:
-            raise TinyLMError(f"{where}: the prompt is empty")
-        rest = {k: v for k, v in row.items() if k not in ("messages", "prompt", "completion")}
-        prompts.append(Prompt(messages, reference, rest))
-    return prompts
+
+def to_prompt(row: dict[str, Any], where: str) -> Prompt:
+    """The prompt of one row (`where` names it in errors): everything before its last assistant turn (the
+    whole conversation if it has none); fields other than messages / prompt / completion are kept for the
+    reward function."""
+    if "messages" not in row:
+        require_fields(row, where, ("prompt",))
+    messages = messages_field(
+        row["messages"] if "messages" in row else row["prompt"], where, "prompt", "user"
+    )
+    if "completion" in row:
+        messages += messages_field(row["completion"], where, "completion", "assistant")
+    reference = None
+    if messages[-1]["role"] == "assistant":
+        reference = messages.pop()["content"]
+    if not messages:
+        raise TinyLMError(f"{where}: the prompt is empty")
+    rest = {k: v for k, v in row.items() if k not in ("messages", "prompt", "completion")}
+    return Prompt(messages, reference, rest)
 
 
 def encode_conversation(messages: Messages, tokenizer, train_from: int = 0) -> tuple[list[int], list[bool]]:

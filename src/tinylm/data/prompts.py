@@ -7,6 +7,7 @@ fields (a reward function reads them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import TinyLMError
-from .chat import Messages, encode_prompt, load_prompts
+from .chat import Messages, Prompt, encode_prompt, load_prompts
 
 
 @dataclass
@@ -31,19 +32,33 @@ class EncodedPrompt:
 def encode_prompts(path: str | Path, tokenizer, context: int, max_new_tokens: int) -> list[EncodedPrompt]:
     """The prompts of a JSONL file, encoded; those that leave no room for `max_new_tokens` are dropped (and
     reported)."""
+    rows = ((f"{path} row {i}", p) for i, p in enumerate(load_prompts(path), 1))
+    return fit_prompts(rows, tokenizer, context, max_new_tokens, str(path))
+
+
+def fit_prompts(
+    prompts: Iterable[tuple[str, Prompt]],
+    tokenizer,
+    context: int,
+    room: int,
+    source: str,
+    limit: int | None = None,
+) -> list[EncodedPrompt]:
+    """(where, prompt) pairs encoded, up to `limit` of them; those that leave no `room` tokens in the
+    `context` are dropped, and counted in a message naming `source`."""
     out, too_long = [], 0
-    for i, p in enumerate(load_prompts(path), 1):
+    for where, p in prompts:
+        if limit is not None and len(out) >= limit:
+            break
         ids = encode_prompt(p.messages, tokenizer)
-        if len(ids) + max_new_tokens > context:
+        if len(ids) + room > context:
             too_long += 1
             continue
-        out.append(EncodedPrompt(ids, p.messages, p.fields, f"{path} row {i}"))
+        out.append(EncodedPrompt(ids, p.messages, p.fields, where))
     if too_long:
-        print(
-            f"{path}: dropped {too_long} prompts longer than context {context} - max_new_tokens {max_new_tokens}"
-        )
+        print(f"{source}: dropped {too_long} prompts longer than context {context} - {room} new tokens")
     if not out:
-        raise TinyLMError(f"{path}: no prompt fits context {context} with {max_new_tokens} new tokens")
+        raise TinyLMError(f"{source}: no prompt fits context {context} with {room} new tokens")
     return out
 
 

@@ -5,6 +5,7 @@ first third to two thirds of the words (the seed picks the cut); half the verses
 Genesis 1:3 (KJV)." instead, and verses under four words always are. Rows are split by reference, so a
 held-out verse is never asked in training (a model may still have read it in pretraining: that is the
 recall this task measures). References are written in full ("1 Samuel 3:4", from the corpus's "1Sm3:4").
+Each row also carries the words the answer must be (`expected`), which its reward compares word for word.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def rows(source: str, rng: random.Random) -> Rows:
             cut = rng.randint(len(words) // 3 or 1, 2 * len(words) // 3)
             prompt, answer = f"Continue {ref} (KJV): {' '.join(words[:cut])}", " ".join(words[cut:])
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        yield str(r["ref"]), {"messages": messages, "ref": ref}
+        yield str(r["ref"]), {"messages": messages, "ref": ref, "expected": answer}
 
 
-TASK = Task("kjv", "continue or quote a King James verse from its reference", rows, source="kjv")
+def reward(completions: list[str], expected: list[str], **_) -> list[float]:
+    """1.0 for an answer that is word for word the row's expected words (spacing aside), else 0.0."""
+    return [float(text.split() == str(e).split()) for text, e in zip(completions, expected, strict=True)]
+
+
+TASK = Task(
+    "kjv", "continue or quote a King James verse from its reference", rows, source="kjv", reward="verse"
+)

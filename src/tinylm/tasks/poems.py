@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..io import atomic_file
 from .base import Rows, Task, records
-from .poetry import detect_form, is_exact_form, poem_reward
+from .poetry import detect_form, is_exact_form, poem_form_score, poem_reward
 
 QUATRAINS = ("五言绝句", "七言绝句")
 _NOTE = re.compile(r"[（(][^（()）]*[)）]")
@@ -90,13 +90,18 @@ def exact_form(completions: list[str], form: list[str], **_) -> list[float]:
     return [float(is_exact_form(text, f)) for text, f in zip(completions, form, strict=True)]
 
 
+def form_score(completions: list[str], form: list[str], **_) -> list[float]:
+    """How well each answer keeps the asked form (`poetry.poem_form_score`: lines, characters, marks)."""
+    return [poem_form_score(text, f) for text, f in zip(completions, form, strict=True)]
+
+
 TASK = Task(
     "poems",
     "写一首五言绝句，题为《X》。 -> a real Tang quatrain of that form and title",
     rows,
     source="tang",
     reward="poem",
-    metrics=("exact_form",),
+    metrics=("exact_form", "form_score"),
 )
 
 

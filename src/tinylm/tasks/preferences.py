@@ -98,5 +98,5 @@ TASK = Task(
     rows,
     source="tang",
     reward="poem",
-    metrics=("exact_form",),
+    metrics=("exact_form", "form_score"),
 )

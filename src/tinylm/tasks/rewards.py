@@ -20,8 +20,10 @@ Reward = Callable[..., list[float]]
 REWARDS: dict[str, str] = {
     "poem": "tinylm.tasks.poems:reward",
     "exact_form": "tinylm.tasks.poems:exact_form",
+    "form_score": "tinylm.tasks.poems:form_score",
     "arithmetic": "tinylm.tasks.arithmetic:reward",
     "label": "tinylm.tasks.sentiment:reward",
+    "verse": "tinylm.tasks.kjv:reward",
 }
 """Reward name -> "module:function", imported on first use."""
 

@@ -104,15 +104,10 @@ class RLSetup:
         params = SamplingParams(max_new_tokens=self.config.max_new_tokens, temperature=1.0, seed=train.seed)
 
         def evaluate(model: nn.Module) -> dict[str, float]:
+            prompts, metrics = self.eval_prompts, metrics_for(self.reward)
             return evaluate_answers(
-                model,
-                self.tokenizer,
-                self.eval_prompts,
-                self.reward,
-                params,
-                metrics_for(self.reward),
-                reference,
-            )
+                model, self.tokenizer, prompts, self.reward, params, metrics, reference
+            ).means
 
         def report(final: nn.Module, result) -> dict[str, Any]:
             if not self.eval_prompts:
