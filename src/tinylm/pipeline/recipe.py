@@ -11,13 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core import STAGES, load_command, option_errors
-from ..core.options import new_parser
+from jsonargparse import ArgumentParser
+
+from ..core import STAGES, load_command
+from ..core.options import new_parser, option_errors
 from ..errors import TinyLMError
 from ..io import read_yaml, to_plain
 
 
-def add_recipe_options(parser) -> None:
+def add_recipe_options(parser: ArgumentParser) -> None:
     """A recipe's fields as options of `parser`: the shared ones plus one section per stage."""
     parser.add_argument("--out", type=str, default="runs/demo", help="Run directory.")
     parser.add_argument("--data", type=str, default="shakespeare", help="Corpus: embedded name or path.")
@@ -34,7 +36,7 @@ def add_recipe_options(parser) -> None:
         parser.set_defaults({f"{name}.{key}": value for key, value in stage.defaults.items()})
 
 
-def add_pipeline_options(parser) -> None:
+def add_pipeline_options(parser: ArgumentParser) -> None:
     """`tinylm pipeline`'s options: a recipe's fields and --overwrite."""
     add_recipe_options(parser)
     parser.add_argument("--overwrite", type=bool, default=False, help="Start a different run afresh.")
