@@ -6,19 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tinylm import cli
+from tinylm.cli import main
 from tinylm.errors import TinyLMError
 from tinylm.models import ModelConfig, build_model, load_model, save_model
 from tinylm.models.info import model_info
 
 TINY = dict(vocab_size=61, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=48, max_seq_len=32)
-MINE = {"import hf", "import gguf", "export hf", "info"}
-
-
-def run_cli(argv, monkeypatch) -> int:
-    """`tinylm ...` with only this module's commands registered, so other stages' modules are not needed."""
-    monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k in MINE})
-    return cli.main(argv)
 
 
 def make_tokenizer(path):
@@ -67,12 +60,12 @@ def edit_weights(ckpt, change):
     save_file(tensors, path)
 
 
-def test_missing_tensor_is_named(tmp_path, monkeypatch, capsys):
+def test_missing_tensor_is_named(tmp_path, capsys):
     save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     edit_weights(tmp_path / "ckpt", lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
     with pytest.raises(TinyLMError, match="lacks tensor 'model.layers.1.mlp.up_proj.weight'"):
         load_model(tmp_path / "ckpt")
-    assert run_cli(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")], monkeypatch) == 2
+    assert main(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tinylm: error:") and "model.layers.1.mlp.up_proj.weight" in err
     assert "Traceback" not in err and not (tmp_path / "hf").exists()
@@ -91,22 +84,22 @@ def test_unexpected_tensor_and_wrong_shape_are_named(tmp_path):
         load_model(tmp_path / "ckpt")
 
 
-def test_heads_not_dividing_width_via_cli(tmp_path, monkeypatch, capsys):
+def test_heads_not_dividing_width_via_cli(tmp_path, capsys):
     save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
     config_path = tmp_path / "ckpt" / "config.json"
     config = json.loads(config_path.read_text())
     config["tinylm"]["n_head"] = 5
     config_path.write_text(json.dumps(config))
-    assert run_cli(["info", str(tmp_path / "ckpt")], monkeypatch) == 2
+    assert main(["info", str(tmp_path / "ckpt")]) == 2
     assert "n_head=5 does not divide model.d_model=32" in capsys.readouterr().err
 
 
-def test_transformers_config_with_bad_heads_via_cli(tmp_path, monkeypatch, capsys):
+def test_transformers_config_with_bad_heads_via_cli(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     hf = dict(model_type="llama", vocab_size=10, hidden_size=30, num_hidden_layers=1, num_attention_heads=4)
     (tmp_path / "src" / "config.json").write_text(json.dumps({**hf, "intermediate_size": 8}))
     make_tokenizer(tmp_path / "src")
-    assert run_cli(["import", "hf", str(tmp_path / "src"), "--out", str(tmp_path / "o")], monkeypatch) == 2
+    assert main(["import", "hf", str(tmp_path / "src"), "--out", str(tmp_path / "o")]) == 2
     assert "does not divide model.d_model=30" in capsys.readouterr().err
 
 
@@ -124,22 +117,20 @@ def test_unsupported_sources_are_refused(tmp_path):
         load_model(tmp_path)
 
 
-def test_export_refuses_configs_without_a_transformers_twin(tmp_path, monkeypatch, capsys):
+def test_export_refuses_configs_without_a_transformers_twin(tmp_path, capsys):
     save_model(build_model(ModelConfig(**TINY, norm="layernorm")), tmp_path / "ckpt")
-    assert run_cli(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")], monkeypatch) == 2
+    assert main(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")]) == 2
     assert "layernorm has no transformers" in capsys.readouterr().err
 
 
-def test_output_directory_guard(tmp_path, monkeypatch, capsys):
+def test_output_directory_guard(tmp_path, capsys):
     save_model(build_model(ModelConfig(**TINY)), tmp_path / "ckpt")
-    assert run_cli(["export", "hf", str(tmp_path / "ckpt")], monkeypatch) == 2
+    assert main(["export", "hf", str(tmp_path / "ckpt")]) == 2
     assert "pass --out DIR" in capsys.readouterr().err
-    assert (
-        run_cli(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "ckpt")], monkeypatch) == 2
-    )
+    assert main(["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "ckpt")]) == 2
     assert "already exists" in capsys.readouterr().err
     argv = ["export", "hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "ckpt"), "--overwrite", "true"]
-    assert run_cli(argv, monkeypatch) == 0
+    assert main(argv) == 0
     assert load_model(tmp_path / "ckpt").config == ModelConfig(**TINY)
 
 

@@ -143,11 +143,6 @@ def test_generate_and_chat_default_to_sampling_params(ckpt, engine, tmp_path, ca
     assert transcript.read_bytes().decode() == f"**User:** Hi\n\n**Assistant:** {reply}\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tinylm.cli.main reports a TinyLMError only when it is raised directly; jsonargparse wraps the one "
-    "SamplingParams raises while building an optional nested option in a ValueError (cli.py must unwrap it)",
-)
 def test_an_invalid_sampling_option_exits_2_with_one_line(ckpt, capsys):
     assert main(["generate", "--model", str(ckpt), "--prompt", "x", "--sampling.top_p", "2"]) == 2
     assert capsys.readouterr().err == "tinylm: error: top_p must be a number in (0, 1], got 2.0\n"

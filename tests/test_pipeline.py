@@ -9,6 +9,11 @@ import pytest
 import yaml
 
 from tinylm.cli import main
+from tinylm.core import STAGES, bind_command
+from tinylm.errors import TinyLMError
+from tinylm.io import read_yaml
+from tinylm.pipeline.recipe import resolve_recipe
+from tinylm.pipeline.wiring import stage_options
 
 TEXT = "\n".join(f"Line {i}: to be, or not to be, that is the question {i * 7}." for i in range(400))
 
@@ -83,9 +88,9 @@ def test_pipeline_unknown_stage_and_missing_recipe(recipe: Path, tmp_path: Path,
     assert main(["pipeline", str(recipe), "--stages", "[tokenizer, nonsense]"]) == 2
     assert "unknown stage" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["pipeline", str(tmp_path / "missing.yaml")])
-    assert exit_info.value.code != 0
+    assert main(["pipeline", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.yaml" in err and "Traceback" not in err
 
 
 def test_pipeline_python_api(recipe: Path, tmp_path: Path) -> None:
@@ -94,6 +99,85 @@ def test_pipeline_python_api(recipe: Path, tmp_path: Path) -> None:
     run = run_pipeline(recipe, stages=["tokenizer"])
     assert (run / "tokenizer" / "tokenizer_config.json").is_file()
     assert json.loads((run / "pipeline.json").read_text())["stages"].keys() == {"tokenizer"}
+    fields = {"data": str(tmp_path / "corpus.txt"), "tokenizer": {"vocab_size": 300}}  # no recipe file
+    run = run_pipeline(out=str(tmp_path / "run2"), stages=["tokenizer"], **fields)
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+
+
+def wired(tmp_path: Path, stages: list[str], **sections) -> dict:
+    """Each stage's options for a recipe with these stages, as the pipeline would run them."""
+    recipe = resolve_recipe(
+        {"out": str(tmp_path / "run"), "data": "corpus.txt", "stages": stages, **sections}
+    )
+    return stage_options(recipe, tmp_path / "run")
+
+
+def test_stages_take_their_inputs_from_the_latest_stage_that_outputs_them(tmp_path: Path) -> None:
+    stages = ["tokenizer", "shards", "pretrain", "sft_data", "sft", "grpo", "preference_data", "dpo", "chat"]
+    options = wired(tmp_path, stages)
+    run = tmp_path / "run"
+    assert options["tokenizer"]["data"] == options["shards"]["data"] == "corpus.txt"
+    assert options["shards"]["tokenizer"] == str(run / "tokenizer")
+    assert options["pretrain"]["shards"] == str(run / "shards")
+    assert options["sft"]["model"] == str(run / "pretrain" / "model")
+    assert options["sft"]["data"] == options["grpo"]["data"] == str(run / "sft_data")
+    assert options["grpo"]["model"] == options["dpo"]["model"] == str(run / "sft" / "model")  # both from SFT
+    assert options["dpo"]["data"] == str(run / "preference_data")
+    assert options["preference_data"]["task"] == "preferences" and options["sft_data"]["task"] == "poems"
+    assert options["chat"]["model"] == str(run / "dpo" / "model")  # the last model trained
+    assert options["chat"]["transcript"] == str(run / "chat" / "transcript.md")
+    assert options["dpo"]["out"] == str(run / "dpo")
+
+
+def test_a_recipe_may_set_an_input_and_optional_inputs_stay_unset(tmp_path: Path) -> None:
+    options = wired(
+        tmp_path, ["sft_data", "sft", "ppo"], sft={"model": "runs/smollm2"}, ppo={"reward": "poem"}
+    )
+    assert options["sft"]["model"] == "runs/smollm2"
+    assert options["ppo"]["model"] == str(tmp_path / "run" / "sft" / "model")
+    assert options["ppo"]["reward_model"] is None  # no reward stage: PPO trains on its verifiable reward
+    options = wired(tmp_path, ["sft_data", "sft", "preference_data", "reward", "ppo"], sft={"model": "m"})
+    assert options["ppo"]["reward_model"] == str(tmp_path / "run" / "reward" / "model")
+
+
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        (
+            ["preference_data", "dpo"],
+            "stage dpo needs its model (a policy), but no stage before it outputs one",
+        ),
+        (["sft_data", "sft", "pretrain"], "stage sft needs its model (a model)"),
+        (["shards", "tokenizer"], "stage shards needs its tokenizer (a tokenizer)"),
+        (["tokenizer", "tokenizer"], "appear more than once"),
+    ],
+)
+def test_a_stage_whose_input_no_earlier_stage_makes_is_refused(
+    stages: list[str], message: str, recipe: Path, tmp_path: Path, capsys
+) -> None:
+    assert main(["pipeline", str(recipe), "--stages", json.dumps(stages)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--pretrain.train.lr", "-1"], "stage pretrain: train.lr must be positive, got -1.0"),
+        (["--pretrain.train.max_time", "5q"], "stage pretrain: train.max_time must look like '110s'"),
+        (["--pretrain.train.lr", "abc"], "pretrain.train.lr: expected float, got 'abc'"),
+        (["--tokenizer.vocab_sise", "9"], "unrecognized arguments: --tokenizer.vocab_sise"),
+    ],
+)
+def test_every_stage_is_checked_before_the_first_runs(
+    option: list[str], message: str, recipe: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["pipeline", str(recipe), "--stages", "[tokenizer, shards, pretrain]", *option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_pipeline_carries_a_model_from_pretraining_through_sft_to_a_chat_transcript(tmp_path: Path) -> None:
@@ -123,3 +207,25 @@ def test_pipeline_carries_a_model_from_pretraining_through_sft_to_a_chat_transcr
     # The recipe's sampling fields, over the stage's greedy default.
     sampling = state["stages"]["chat"]["options"]["sampling"]
     assert (sampling["max_new_tokens"], sampling["temperature"]) == (6, 0.0)
+
+
+def test_a_bad_recipe_value_is_refused_from_python(tmp_path: Path) -> None:
+    from tinylm import run_pipeline
+
+    with pytest.raises(
+        TinyLMError, match=r"^invalid recipe: pretrain\.train\.lr: expected float, got 'abc'$"
+    ):
+        run_pipeline(out=str(tmp_path / "run"), pretrain={"train": {"lr": "abc"}})
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_recipes_wire_and_check(path: Path, tmp_path: Path) -> None:
+    fields = read_yaml(path)
+    if "stages" not in fields:
+        pytest.skip(f"{path} is a recipe of one command, not of the pipeline")
+    recipe = resolve_recipe({**fields, "out": str(tmp_path / "run")})
+    for name, options in stage_options(recipe, tmp_path / "run").items():
+        bind_command(STAGES[name].command, options)

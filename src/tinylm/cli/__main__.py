@@ -1,0 +1,7 @@
+"""`python -m tinylm.cli ...` (how torchrun starts tinylm on every process)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,144 @@
+"""Every `tinylm` verb: the function it runs and the line `tinylm --help` shows for it.
+
+The function is named as "module:function" and imported only when its verb runs, so `tinylm --help` (and
+`tinylm data --help`) print from this table alone, without importing a single stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """One verb: where its function lives and what the help says about it."""
+
+    target: str
+    """"module:function" of the plain Python function the verb runs."""
+    summary: str
+    """The first line of the function's docstring (a test keeps the two equal)."""
+    positional: bool = False
+    """Its required arguments are positional (`tinylm info MODEL`); all others take --options."""
+    options: str | None = None
+    """"module:function(parser)" adding the options by hand, for a command whose signature cannot list them
+    (the pipeline's recipe); such a command receives its options as plain values and checks them itself."""
+
+
+COMMANDS: dict[str, Command] = {
+    "pipeline": Command(
+        "tinylm.pipeline.run:run_pipeline",
+        "Run a recipe's stages in order into one run directory, skipping stages already done.",
+        options="tinylm.pipeline.recipe:add_pipeline_options",
+    ),
+    "tokenizer train": Command(
+        "tinylm.data.bpe:train_tokenizer",
+        "Train a byte-level BPE tokenizer on a corpus and save it where `transformers` can load it.",
+    ),
+    "data list": Command(
+        "tinylm.data.corpora:print_corpora",
+        "List the corpora embedded in tinylm; each name works wherever a data path does.",
+    ),
+    "data prepare": Command(
+        "tinylm.data.shards:prepare_shards",
+        "Tokenise a corpus into train / validation token shards for pretraining and evaluation.",
+    ),
+    "data make": Command(
+        "tinylm.tasks.make:make_task",
+        "Build task data from real corpora (poems, preferences, sentiment-zh, sentiment-en, kjv, arithmetic).",
+        positional=True,
+    ),
+    "data judge": Command(
+        "tinylm.eval.judge:judge_pairs",
+        "Sample answers to DATA's prompts from MODEL and keep the best and the worst of each as a preference pair.",
+    ),
+    "import hf": Command(
+        "tinylm.interop.hf:import_hf",
+        "Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2) as a tinylm checkpoint.",
+        positional=True,
+    ),
+    "import gguf": Command(
+        "tinylm.interop.gguf:import_gguf",
+        "Import a GGUF model file (Llama or Qwen2 architecture) as a tinylm checkpoint.",
+        positional=True,
+    ),
+    "export hf": Command(
+        "tinylm.interop.hf:export_hf",
+        "Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder).",
+        positional=True,
+    ),
+    "info": Command(
+        "tinylm.models.info:model_info",
+        "Print a model's config, parameter counts and training FLOPs per token.",
+        positional=True,
+    ),
+    "generate": Command(
+        "tinylm.infer.generate:generate",
+        "Generate text from a checkpoint, for one prompt or a file of prompts.",
+    ),
+    "chat": Command(
+        "tinylm.infer.chat:chat", "Chat with a model in the terminal, replies streamed as they are generated."
+    ),
+    "serve": Command(
+        "tinylm.serve.app:serve",
+        "Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.",
+    ),
+    "pretrain": Command(
+        "tinylm.train.stages.pretrain:pretrain", "Pretrain a language model from scratch on token shards."
+    ),
+    "sft": Command(
+        "tinylm.train.stages.sft:sft",
+        "Fine-tune a model on conversations (loss on assistant turns only), fully, partially, frozen or with LoRA.",
+    ),
+    "eval bpb": Command(
+        "tinylm.eval.bpb:eval_bpb",
+        "Score a checkpoint in bits per byte on a whole split of token shards or a corpus.",
+    ),
+    "eval run": Command(
+        "tinylm.eval.run:eval_run",
+        "Score a model on a task's held-out prompts: mean reward, the task's metrics, KL to a reference.",
+        positional=True,
+    ),
+    "reward train": Command(
+        "tinylm.train.stages.reward:reward_train",
+        "Train a reward model on preference pairs with the Bradley–Terry loss; report held-out pairwise accuracy.",
+    ),
+    "reward score": Command(
+        "tinylm.eval.reward_model:reward_score",
+        "Score a JSONL file with a reward model: pairwise accuracy of preference rows, or each conversation's reward.",
+    ),
+    "dpo": Command(
+        "tinylm.train.stages.dpo:dpo",
+        "Align a model on preference pairs with DPO (reference log-probabilities precomputed once).",
+    ),
+    "ppo": Command(
+        "tinylm.train.stages.ppo:ppo",
+        "RLHF with PPO: policy, frozen reference, value head, and a learned or verifiable reward.",
+    ),
+    "grpo": Command(
+        "tinylm.train.stages.grpo:grpo",
+        "Align a model with GRPO on a verifiable reward: group sampling, group-normalised advantages, KL to reference.",
+    ),
+}
+
+GROUPS: dict[str, str] = {
+    "tokenizer": "Train byte-level BPE tokenizers.",
+    "data": "Embedded corpora, token shards and task data.",
+    "import": "Import models from Hugging Face directories and GGUF files.",
+    "export": "Export tinylm checkpoints to Hugging Face directories.",
+    "eval": "Score models: bits per byte, tasks.",
+    "reward": "Reward models: train on preference pairs, score conversations.",
+}
+"""Help text of each group of two-word verbs (`tinylm data --help`)."""
+
+
+def load(target: str) -> Callable:
+    """The function named by "module:function", imported now."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_command(path: str) -> Callable:
+    """The function behind verb `path` ("data prepare"), imported on first use."""
+    return load(COMMANDS[path].target)
