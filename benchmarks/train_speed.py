@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.data.shards import RandomWindows
-from tinylm.model import ModelConfig, TinyLM
-from tinylm.model.flops import model_flops_per_token
-from tinylm.train import Task, TrainConfig, seed_everything, train
+from tinylm.models import ModelConfig, build_model, model_flops_per_token
+from tinylm.train import Objective, TrainConfig, seed_everything, train
 from tinylm.train.loop import measure_matmul_flops
 
 DEFAULT_BATCH = {"1m": 32, "10m": 16, "50m": 8, "smollm2-135m": 4}
@@ -40,9 +39,9 @@ def peak_flops() -> float:
 
 
 def run_preset(preset: str, args: argparse.Namespace) -> dict[str, float]:
-    config = ModelConfig.preset(preset, vocab_size=args.vocab, max_seq_len=max(args.context, 256))
+    config = ModelConfig(preset=preset, vocab_size=args.vocab, max_seq_len=max(args.context, 256))
     seed_everything(0)
-    model = TinyLM(config)
+    model = build_model(config)
     tokens = np.random.default_rng(0).integers(0, args.vocab, size=2_000_000, dtype=np.int64)
     batch_size = args.batch_size or DEFAULT_BATCH.get(preset, 8)
     windows = RandomWindows(tokens, args.context, batch_size, seed=0)
@@ -65,7 +64,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, float]:
     fpt = model_flops_per_token(config, args.context)
     peak_before = peak_flops()
     with tempfile.TemporaryDirectory() as out:
-        train(model, Task(windows.batch, loss, flops_per_token=fpt), cfg, out, desc=preset)
+        train(model, Objective(windows.batch, loss, flops_per_token=fpt), cfg, out, desc=preset)
         records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
     peak = max(peak_before, peak_flops())
     timed = [r["tokens_per_s"] for r in records[args.warmup :]]
