@@ -12,6 +12,7 @@ import torch
 
 from tinylm.cli import main
 from tinylm.data.bpe import train_tokenizer
+from tinylm.eval.judge import summarize as summarize_judged
 from tinylm.models import ModelConfig, build_model
 from tinylm.models.checkpoint import load_model, save_model
 from tinylm.tasks.poetry import poem_reward
@@ -384,6 +385,7 @@ def test_judged_pairs_keep_the_best_and_the_worst_answer_and_train_a_reward_mode
             assert poem_reward(r["rejected"][0]["content"], r["form"]) == r["rejected_reward"]
             assert r["chosen_reward"] > r["rejected_reward"] and r["prompt"][0]["role"] == "user"
     assert counts["train"] > 0
+    assert f"{counts['train']:,} training and {counts['test']:,} held-out pairs" in summarize_judged(str(out))
     rm = ["reward", "train", "--data", str(out), "--model", str(policy), *TRAIN, "--train.max_steps", "2"]
     assert main([*rm, "--out", str(tmp_path / "rm")]) == 0
     assert main([*judge, "--samples", "1", "--out", str(tmp_path / "one")]) == 2

@@ -129,6 +129,15 @@ def test_stages_take_their_inputs_from_the_latest_stage_that_outputs_them(tmp_pa
     assert options["dpo"]["out"] == str(run / "dpo")
 
 
+def test_judged_pairs_from_the_sft_model_feed_the_reward_model(tmp_path: Path) -> None:
+    stages = ["tokenizer", "shards", "pretrain", "sft_data", "sft", "judge", "reward", "ppo"]
+    options, run = wired(tmp_path, stages), tmp_path / "run"
+    assert options["judge"]["model"] == str(run / "sft" / "model")
+    assert options["judge"]["data"] == str(run / "sft_data")
+    assert options["reward"]["data"] == str(run / "judge")
+    assert options["ppo"]["reward_model"] == str(run / "reward" / "model")
+
+
 def test_a_recipe_may_set_an_input_and_optional_inputs_stay_unset(tmp_path: Path) -> None:
     options = wired(
         tmp_path, ["sft_data", "sft", "ppo"], sft={"model": "runs/smollm2"}, ppo={"reward": "poem"}

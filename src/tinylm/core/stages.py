@@ -80,6 +80,12 @@ STAGES: dict[str, Stage] = {
     "grpo": Stage(
         "grpo", RUN_SUMMARY, inputs={"data": "prompts", "model": "policy"}, outputs={"model": "model"}
     ),
+    "judge": Stage(
+        "data judge",
+        "tinylm.eval.judge:summarize",
+        inputs={"model": "policy", "data": "prompts"},
+        outputs={"preferences": ""},
+    ),
     "chat": Stage(
         "chat",
         "tinylm.infer.chat:summarize",

@@ -23,7 +23,7 @@ from ..data.prompts import EncodedPrompt, encode_prompts
 from ..errors import TinyLMError
 from ..infer.engine import sample
 from ..infer.sampling import SamplingParams
-from ..io import check_out_dir, to_plain
+from ..io import check_out_dir, read_json, to_plain
 from ..models import load_model
 from ..tasks.make import write_splits
 from ..tasks.rewards import Reward, check_rows, reward_name, score
@@ -123,3 +123,14 @@ def judge_pairs(
     }
     write_splits(out, splits, manifest)
     return counts
+
+
+def summarize(out: str) -> str:
+    """One line on a judged-pairs directory, for the pipeline's report."""
+    m = read_json(Path(out) / "manifest.json")
+    rows = m["rows"]
+    return (
+        f"Pairs judged by the `{m['reward']}` reward from `{m['model']}`'s own answers ({m['samples']} a prompt): "
+        f"{rows['train']:,} training and {rows['test']:,} held-out pairs; "
+        f"{rows['train_ties'] + rows['test_ties']:,} prompts skipped, their answers all scored alike."
+    )
