@@ -1,4 +1,5 @@
-"""Byte-level BPE tokenizers: train one on a corpus, or load any Hugging Face `tokenizer.json` directory.
+"""Byte-level BPE tokenizers: load any Hugging Face `tokenizer.json` directory, or train one on documents
+(`train_bpe`; `tinylm tokenizer train` reads a corpus for it in `tinylm.data.bpe`).
 
 A tokenizer directory holds `tokenizer.json` (the `tokenizers` model: merges, vocabulary, pre-tokenizer)
 and `tokenizer_config.json` (which tokens are BOS / EOS / PAD, and the Jinja chat template), the same two

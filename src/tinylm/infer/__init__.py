@@ -1,4 +1,5 @@
-"""Generation: sampling, the batched KV-cache engine, `tinylm generate` and `tinylm chat`."""
+"""Generation: the engine (the one decode loop, continuous batching over any Backbone), sampling, token
+scoring, `tinylm generate` and `tinylm chat`."""
 
 from .engine import Engine, Sequence
 from .sampling import SamplingParams

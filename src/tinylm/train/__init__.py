@@ -1,4 +1,5 @@
-"""Training: one loop shared by every stage (`loop.train`), and one short file per stage on top of it."""
+"""Training: one loop (`loop.train`), one lifecycle every stage runs through (`stage.run_stage`), and one
+short file per stage (`stages/`) holding its data and objective."""
 
 from .config import TrainConfig
 from .loop import Objective, TrainResult, seed_everything, train
