@@ -9,13 +9,12 @@ a held-out title nor a held-out poem is seen in training. A poem is written as i
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import atomic_file
+from ..io import read_json
 from .base import Rows, Task, records
 from .poetry import detect_form, is_exact_form, poem_form_score, poem_reward
 
@@ -111,10 +110,20 @@ def select_form(task_dir: str | Path, out: str | Path, form: str) -> Path:
     A small model learns one form far sooner than the form the prompt names among two (7 of 10 quatrains
     are 七言), so the 五言绝句 benchmarks train and score on 五言绝句 rows alone; the split is untouched.
     """
-    src, out = Path(task_dir), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for split in ("train.jsonl", "test.jsonl"):
-        lines = (src / split).read_text(encoding="utf-8").splitlines(keepends=True)
-        with atomic_file(out / split, "w") as f:
-            f.writelines(line for line in lines if line.strip() and json.loads(line).get("form") == form)
-    return out
+    from ..data.jsonl import jsonl_rows
+    from .make import write_splits
+
+    src = Path(task_dir)
+    splits = {
+        split: [
+            row for _, row in jsonl_rows(src / f"{split}.jsonl", allow_empty=True) if row.get("form") == form
+        ]
+        for split in ("train", "test")
+    }
+    manifest = {
+        **read_json(src / "manifest.json"),
+        "form": form,
+        "rows": {k: len(v) for k, v in splits.items()},
+    }
+    write_splits(out, splits, manifest)
+    return Path(out)
