@@ -96,9 +96,16 @@ POEMS = (
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """One JSON object per line (its parent directories made); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def jsonl():
+    """`jsonl(path, rows)`: writes rows as JSONL (`write_jsonl`)."""
+    return write_jsonl
 
 
 @pytest.fixture(scope="session")

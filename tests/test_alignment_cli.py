@@ -39,14 +39,8 @@ def ask(form: str, i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"写一首{form}，题为《题{i}》。"}]
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, jsonl) -> Path:
     """prefs/ (train 8 pairs + 1 identical, test 4), poems/ and arith/ prompt files (train + test)."""
     root = tmp_path_factory.mktemp("align_data")
     pairs = []
@@ -55,19 +49,19 @@ def data(tmp_path_factory) -> Path:
         rejected = text.replace("。\n", "\n", 1)
         pairs.append({"prompt": ask(form, i), "chosen": text, "rejected": rejected, "form": form})
     identical = {**pairs[0], "rejected": pairs[0]["chosen"]}
-    write_jsonl(root / "prefs" / "train.jsonl", [*pairs[:8], identical])
-    write_jsonl(root / "prefs" / "test.jsonl", pairs[8:])
+    jsonl(root / "prefs" / "train.jsonl", [*pairs[:8], identical])
+    jsonl(root / "prefs" / "test.jsonl", pairs[8:])
     poems = [
         {"messages": [*ask(f, i), {"role": "assistant", "content": x}], "form": f}
         for i, (f, x) in enumerate(POEMS * 3)
     ]
-    write_jsonl(root / "poems" / "train.jsonl", poems[:8])
-    write_jsonl(root / "poems" / "test.jsonl", poems[8:])
+    jsonl(root / "poems" / "train.jsonl", poems[:8])
+    jsonl(root / "poems" / "test.jsonl", poems[8:])
     arith = [
         {"prompt": f"Ann has {a} apples and gets {a} more. How many?", "answer": 2 * a} for a in range(2, 14)
     ]
-    write_jsonl(root / "arith" / "train.jsonl", arith[:8])
-    write_jsonl(root / "arith" / "test.jsonl", arith[8:])
+    jsonl(root / "arith" / "train.jsonl", arith[:8])
+    jsonl(root / "arith" / "test.jsonl", arith[8:])
     return root
 
 
@@ -360,8 +354,8 @@ def test_reward_model_with_another_tokenizer_is_refused(data, policy, reward_mod
         (["ppo", "--reward", "arithmetic"], {"prompt": "1+1?"}, "has no 'answer' field"),
     ],
 )
-def test_bad_rows_exit_2_naming_the_problem(command, row, message, policy, tmp_path, capsys):
-    bad = write_jsonl(tmp_path / "bad.jsonl", [row])
+def test_bad_rows_exit_2_naming_the_problem(command, row, message, policy, tmp_path, capsys, jsonl):
+    bad = jsonl(tmp_path / "bad.jsonl", [row])
     assert (
         main([*command, "--data", str(bad), "--model", str(policy), "--out", str(tmp_path / "o"), *TRAIN])
         == 2

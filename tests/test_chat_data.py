@@ -3,9 +3,6 @@ long examples are truncated or dropped and counted, bad rows name their file and
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from tinylm.data.batching import length_batches
@@ -41,11 +38,6 @@ SMOLLM2_TEMPLATE = (
 @pytest.fixture(scope="module")
 def tok(tiny_tokenizer_dir) -> Tokenizer:
     return Tokenizer.load(tiny_tokenizer_dir)
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def learned_runs(example) -> list[str]:
@@ -90,8 +82,8 @@ def test_generation_prompt_is_the_training_prefix(tok) -> None:
     assert ids[: len(prompt)] == prompt and not any(mask[: len(prompt)]) and mask[len(prompt)]
 
 
-def test_both_sft_shapes_load_the_same(tmp_path, tok) -> None:
-    path = write_jsonl(
+def test_both_sft_shapes_load_the_same(tmp_path, tok, jsonl) -> None:
+    path = jsonl(
         tmp_path / "sft.jsonl",
         [
             {"messages": [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]},
@@ -130,14 +122,14 @@ def test_long_examples_are_truncated_or_dropped_and_counted(tok) -> None:
         ({"messages": [{"role": "user"}]}, "string 'content'"),
     ],
 )
-def test_bad_sft_rows_name_file_and_line(tmp_path, row, message) -> None:
+def test_bad_sft_rows_name_file_and_line(tmp_path, row, message, jsonl) -> None:
     good = {"prompt": "a", "completion": "b"}
-    path = write_jsonl(tmp_path / "bad.jsonl", [good, row])
+    path = jsonl(tmp_path / "bad.jsonl", [good, row])
     with pytest.raises(TinyLMError, match=rf"bad\.jsonl:2: .*{message}"):
         load_conversations(path)
 
 
-def test_preferences_drop_identical_pairs_and_mask_only_the_answer(tmp_path, tok) -> None:
+def test_preferences_drop_identical_pairs_and_mask_only_the_answer(tmp_path, tok, jsonl) -> None:
     rows = [
         {"prompt": "Best fruit?", "chosen": "Pears.", "rejected": "Rocks."},
         {"prompt": "Best fruit?", "chosen": "Pears.", "rejected": "Pears."},
@@ -151,7 +143,7 @@ def test_preferences_drop_identical_pairs_and_mask_only_the_answer(tmp_path, tok
             "rejected": [{"role": "assistant", "content": "No."}],
         },
     ]
-    pairs, counts = load_preferences(write_jsonl(tmp_path / "prefs.jsonl", rows))
+    pairs, counts = load_preferences(jsonl(tmp_path / "prefs.jsonl", rows))
     assert len(pairs) == 2 and (counts.kept, counts.dropped_identical) == (2, 1)
     encoded, counts = encode_preferences(pairs, tok, context=128)
     assert counts.kept == 2
@@ -166,13 +158,13 @@ def test_preferences_drop_identical_pairs_and_mask_only_the_answer(tmp_path, tok
     ]
 
 
-def test_preference_missing_field_names_file_and_line(tmp_path) -> None:
-    path = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "a", "chosen": "b"}])
+def test_preference_missing_field_names_file_and_line(tmp_path, jsonl) -> None:
+    path = jsonl(tmp_path / "prefs.jsonl", [{"prompt": "a", "chosen": "b"}])
     with pytest.raises(TinyLMError, match=r"prefs\.jsonl:1: missing field 'rejected'"):
         load_preferences(path)
 
 
-def test_prompts_keep_reference_and_fields(tmp_path) -> None:
+def test_prompts_keep_reference_and_fields(tmp_path, jsonl) -> None:
     rows = [
         {"prompt": "What is 2 + 3?", "completion": "2 + 3 = 5. The answer is 5.", "answer": 5},
         {
@@ -184,7 +176,7 @@ def test_prompts_keep_reference_and_fields(tmp_path) -> None:
         },
         {"prompt": "Open question"},
     ]
-    prompts = load_prompts(write_jsonl(tmp_path / "p.jsonl", rows))
+    prompts = load_prompts(jsonl(tmp_path / "p.jsonl", rows))
     assert prompts[0].messages == [{"role": "user", "content": "What is 2 + 3?"}] and prompts[0].fields == {
         "answer": 5
     }

@@ -27,26 +27,21 @@ def ckpt(tiny_checkpoint):
     return tiny_checkpoint
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def labelled(tmp_path, pairs=(("good", "positive"), ("bad", "negative"), ("fine", "positive"))):
+def labelled(jsonl, tmp_path, pairs=(("good", "positive"), ("bad", "negative"), ("fine", "positive"))):
     rows = [
         {"messages": [{"role": "user", "content": x}, {"role": "assistant", "content": y}], "label": y}
         for x, y in pairs
     ]
-    return write_jsonl(tmp_path / "labels.jsonl", rows)
+    return jsonl(tmp_path / "labels.jsonl", rows)
 
 
-def poem_rows(tmp_path, titles, forms=("五言绝句",)):
+def poem_rows(jsonl, tmp_path, titles, forms=("五言绝句",)):
     rows = [
         {"messages": [{"role": "user", "content": f"写一首{f}，题为《{t}》。"}], "form": f, "title": t}
         for t in titles
         for f in forms
     ]
-    return write_jsonl(tmp_path / "poems.jsonl", rows)
+    return jsonl(tmp_path / "poems.jsonl", rows)
 
 
 def run(args, out):
@@ -74,25 +69,25 @@ def test_continuations_of_a_shared_prefix_score_as_full_forward_passes(ckpt):
     assert continuation_logprobs(model, prefix, continuations) == pytest.approx(expected, abs=1e-4)
 
 
-def task_rows(task: str, tmp_path):
+def task_rows(task: str, jsonl, tmp_path):
     """A few rows of `task` as `tinylm data make` writes them (sentiment from a tiny review file)."""
     source = {"poems": "tang300", "preferences": "tang300", "kjv": None, "arithmetic": None}.get(task)
     if task == "sentiment-zh":
         reviews = [{"text": f"这家店第{i}次{'很好' if i % 2 else '很差'}", "label": "pos" if i % 2 else "neg"}
                    for i in range(40)]  # fmt: skip
-        source = str(write_jsonl(tmp_path / "reviews.jsonl", reviews))
+        source = str(jsonl(tmp_path / "reviews.jsonl", reviews))
     if task == "sentiment-en":
         tweets = [
             {"text": f"tweet {i}", "sentiment": ["positive", "negative", "neutral"][i % 3]} for i in range(40)
         ]
-        source = str(write_jsonl(tmp_path / "tweets.jsonl", tweets))
+        source = str(jsonl(tmp_path / "tweets.jsonl", tweets))
     splits = make_splits(task, source, limit=30)
-    return write_jsonl(tmp_path / "test.jsonl", (splits["test"] + splits["train"])[:4])
+    return jsonl(tmp_path / "test.jsonl", (splits["test"] + splits["train"])[:4])
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_every_registered_task_evaluates_end_to_end(task, ckpt, tmp_path):
-    data, spec = task_rows(task, tmp_path), get_task(task)
+def test_every_registered_task_evaluates_end_to_end(task, ckpt, tmp_path, jsonl):
+    data, spec = task_rows(task, jsonl, tmp_path), get_task(task)
     result = run([task, "--model", str(ckpt), "--data", str(data), *TINY], tmp_path / "r.json")
     assert result["task"] == task and result["prompts"] == 2 and result["scored_by"] == spec.reward
     assert 0 <= result["reward"] <= 1 and set(spec.metrics) <= set(result)
@@ -105,8 +100,8 @@ def test_every_registered_task_evaluates_end_to_end(task, ckpt, tmp_path):
         assert set(loglik["predicted"]) <= labels and sum(loglik["expected"].values()) == 2
 
 
-def test_generation_reproduces_and_kl_is_measured_against_a_reference(ckpt, tmp_path):
-    data = poem_rows(tmp_path, "甲乙")
+def test_generation_reproduces_and_kl_is_measured_against_a_reference(ckpt, tmp_path, jsonl):
+    data = poem_rows(jsonl, tmp_path, "甲乙")
     args = ["poems", "--model", str(ckpt), "--data", str(data), *TINY]
     same = run([*args, "--reference", str(ckpt)], tmp_path / "a.json")
     assert same["kl"] == pytest.approx(0.0, abs=1e-5) and "kl" not in run(args, tmp_path / "b.json")
@@ -119,24 +114,24 @@ def test_generation_reproduces_and_kl_is_measured_against_a_reference(ckpt, tmp_
     assert moved["samples"] == same["samples"]  # the reference changes the KL, never the answers
 
 
-def test_loglik_picks_the_most_likely_label(ckpt, tmp_path):
+def test_loglik_picks_the_most_likely_label(ckpt, tmp_path, jsonl):
     # With a zero LM head every token is equally likely, so the label of fewest tokens always wins.
     flat = load_model(ckpt)
     with torch.no_grad():
         flat.lm_head.weight.zero_()
     save_model(flat, tmp_path / "flat", ckpt)
-    data = labelled(tmp_path, [("a", "yes"), ("b", "certainly not, no"), ("c", "yes"), ("d", "yes")])
+    data = labelled(jsonl, tmp_path, [("a", "yes"), ("b", "certainly not, no"), ("c", "yes"), ("d", "yes")])
     args = ["sentiment-en", "--model", str(tmp_path / "flat"), "--data", str(data), "--method", "loglik"]
     result = run(args, tmp_path / "r.json")
     assert result["predicted"] == {"yes": 4} and result["reward"] == 0.75 and result["prompts"] == 4
     assert result["expected"] == {"yes": 3, "certainly not, no": 1}
 
 
-def test_a_python_reward_and_task(ckpt, tmp_path):
+def test_a_python_reward_and_task(ckpt, tmp_path, jsonl):
     def length(completions, **_):
         return [float(len(c)) for c in completions]
 
-    data = write_jsonl(tmp_path / "a.jsonl", [{"prompt": f"{i} + 1?", "answer": i + 1} for i in range(2)])
+    data = jsonl(tmp_path / "a.jsonl", [{"prompt": f"{i} + 1?", "answer": i + 1} for i in range(2)])
     result = eval_run("arithmetic", model=str(ckpt), data=str(data), reward=length, n=2)
     assert result["scored_by"] == "length"
     assert result["reward"] == sum(len(s["answer"]) for s in result["samples"]) / 2 > 0
@@ -152,8 +147,8 @@ def test_a_python_reward_and_task(ckpt, tmp_path):
     assert result["prompts"] == 3 and result["data"] == "the held-out rows of task mine"
 
 
-def test_where_keeps_matching_rows_and_each_prompt_is_asked_once(ckpt, tmp_path):
-    data = poem_rows(tmp_path, "甲乙甲丙", forms=("五言绝句", "七言绝句"))
+def test_where_keeps_matching_rows_and_each_prompt_is_asked_once(ckpt, tmp_path, jsonl):
+    data = poem_rows(jsonl, tmp_path, "甲乙甲丙", forms=("五言绝句", "七言绝句"))
     args = ["poems", "--model", str(ckpt), "--data", str(data), "--sampling.max_new_tokens", "4"]
     result = run([*args, "--where", '{"form": "五言绝句"}'], tmp_path / "r.json")
     assert result["prompts"] == 3 and result["where"] == {"form": "五言绝句"}  # 甲 once
@@ -161,7 +156,7 @@ def test_where_keeps_matching_rows_and_each_prompt_is_asked_once(ckpt, tmp_path)
     assert run(args, tmp_path / "all.json")["prompts"] == 6
 
 
-def test_an_adapter_is_applied_before_scoring(ckpt, tmp_path):
+def test_an_adapter_is_applied_before_scoring(ckpt, tmp_path, jsonl):
     model = load_model(ckpt)
     apply_lora(model, LoraConfig(rank=4, targets=["q_proj", "v_proj"]))
     torch.manual_seed(0)
@@ -170,7 +165,7 @@ def test_an_adapter_is_applied_before_scoring(ckpt, tmp_path):
             m.lora_B.weight.normal_(0, 0.5)
     save_adapters(model, tmp_path / "adapter")
     save_model(merged_model(model), tmp_path / "merged", ckpt)
-    data = str(labelled(tmp_path))
+    data = str(labelled(jsonl, tmp_path))
     base = ["sentiment-en", "--data", data, "--sampling.max_new_tokens", "4"]
     adapted = run([*base, "--model", str(ckpt), "--adapter", str(tmp_path / "adapter")], tmp_path / "a.json")
     merged = run([*base, "--model", str(tmp_path / "merged")], tmp_path / "m.json")
@@ -193,9 +188,14 @@ def test_an_adapter_is_applied_before_scoring(ckpt, tmp_path):
         ),
     ],
 )
-def test_bad_input_exits_2_with_a_clear_message(args, message, ckpt, tmp_path, capsys):
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "1 + 1?", "answer": 2}, {"prompt": "2 + 2?"}])
-    files = {"bad": bad, "poems": poem_rows(tmp_path, "甲"), "labels": labelled(tmp_path), "ckpt": ckpt}
+def test_bad_input_exits_2_with_a_clear_message(args, message, ckpt, tmp_path, capsys, jsonl):
+    bad = jsonl(tmp_path / "bad.jsonl", [{"prompt": "1 + 1?", "answer": 2}, {"prompt": "2 + 2?"}])
+    files = {
+        "bad": bad,
+        "poems": poem_rows(jsonl, tmp_path, "甲"),
+        "labels": labelled(jsonl, tmp_path),
+        "ckpt": ckpt,
+    }
     args = [a.format(**files) if a.startswith("{") and a.strip("{}") in files else a for a in args]
     assert main(["eval", "run", *args, "--model", str(ckpt), *TINY]) == 2
     err = capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import lzma
 from pathlib import Path
 
@@ -11,11 +10,6 @@ import pytest
 from tinylm.cli import main
 from tinylm.data import CORPORA, read_documents, resolve_source
 from tinylm.errors import TinyLMError
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def test_resolve_source_kinds(tmp_path, monkeypatch):
@@ -59,8 +53,8 @@ def test_compressed_files_are_read(tmp_path):
     assert list(read_documents(str(tmp_path / "a.txt.xz"))) == ["squeezed"]
 
 
-def test_jsonl_field_template_and_lists(tmp_path):
-    path = write_jsonl(
+def test_jsonl_field_template_and_lists(tmp_path, jsonl):
+    path = jsonl(
         tmp_path / "p.jsonl",
         [
             {"title": "静夜思", "paragraphs": ["床前明月光，", "疑是地上霜。"], "n": 1},
@@ -106,8 +100,8 @@ def test_bad_json_line_names_file_and_line(tmp_path, capsys):
     assert "skipped 2 line(s) that are not JSON objects (first at line 2)" in capsys.readouterr().err
 
 
-def test_missing_field_names_field_file_and_line(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}, {"body": "y"}])
+def test_missing_field_names_field_file_and_line(tmp_path, jsonl):
+    path = jsonl(tmp_path / "a.jsonl", [{"text": "x"}, {"body": "y"}])
     with pytest.raises(TinyLMError, match=rf"{path}:2: missing field 'text'; the record has fields body"):
         list(read_documents(str(path)))
 
@@ -169,8 +163,8 @@ def test_cli_bad_json_line_then_skip(cli, tmp_path):
     assert f"tinylm: warning: {bad}: skipped 1 line(s) that are not JSON objects (first at line 21)" in err
 
 
-def test_cli_missing_field(cli, tmp_path):
-    path = write_jsonl(tmp_path / "nofield.jsonl", [{"body": "b"}])
+def test_cli_missing_field(cli, tmp_path, jsonl):
+    path = jsonl(tmp_path / "nofield.jsonl", [{"body": "b"}])
     code, err, written = cli(path, "--field", "text")
     assert (code, written) == (2, False)
     assert f"{path}:1: missing field 'text'; the record has fields body" in err

@@ -43,21 +43,16 @@ def conversation(i: int) -> dict:
     }
 
 
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def base(tiny_tokenizer_dir, tmp_path_factory):
+def base(tiny_tokenizer_dir, tmp_path_factory, jsonl):
     """A random 2-block model (tied embeddings) with the tiny tokenizer, and a task directory for it."""
     root = tmp_path_factory.mktemp("sft")
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=1024, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=128)
     save_model(build_model(config), root / "base", tiny_tokenizer_dir)
     (root / "data").mkdir()
-    write_jsonl(root / "data" / "train.jsonl", [conversation(i) for i in range(12)])
-    write_jsonl(root / "data" / "test.jsonl", [conversation(i) for i in range(12, 16)])
+    jsonl(root / "data" / "train.jsonl", [conversation(i) for i in range(12)])
+    jsonl(root / "data" / "test.jsonl", [conversation(i) for i in range(12, 16)])
     return root
 
 
@@ -168,8 +163,8 @@ def test_loss_covers_exactly_the_assistant_tokens(base, tiny_tokenizer_dir):
     ],
     ids=["unknown-role", "no-assistant", "lora-target", "partial-too-deep"],
 )
-def test_bad_input_exits_2_with_a_clear_message(base, tmp_path, capsys, rows, extra, message):
-    data = write_jsonl(tmp_path / "bad.jsonl", rows)
+def test_bad_input_exits_2_with_a_clear_message(base, tmp_path, capsys, rows, extra, message, jsonl):
+    data = str(jsonl(tmp_path / "bad.jsonl", rows))
     out = tmp_path / "out"
     args = ["sft", "--model", str(base / "base"), "--data", data, "--out", str(out), *QUICK, *extra]
     assert main(args) == 2

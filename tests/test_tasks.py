@@ -28,11 +28,6 @@ def prompts(rows: list[dict]) -> set[str]:
     }
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def test_poems_ask_for_the_form_and_title_they_answer() -> None:
     splits = make_splits("poems", "tang300")
     rows = splits["train"] + splits["test"]
@@ -45,7 +40,7 @@ def test_poems_ask_for_the_form_and_title_they_answer() -> None:
     assert {r["title"] for r in splits["train"]}.isdisjoint(r["title"] for r in splits["test"])
 
 
-def test_poems_sharing_a_title_or_text_stay_on_one_side(tmp_path) -> None:
+def test_poems_sharing_a_title_or_text_stay_on_one_side(tmp_path, jsonl) -> None:
     a, b = (
         "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
         "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。",
@@ -56,7 +51,7 @@ def test_poems_sharing_a_title_or_text_stay_on_one_side(tmp_path) -> None:
         {"title": "静夜思", "paragraphs": b.split("\n")},
         {"title": "登楼", "paragraphs": ["白日依山尽", "黄河入海流"]},  # not a quatrain: skipped
     ]
-    poems = quatrains(str(write_jsonl(tmp_path / "p.jsonl", rows)))
+    poems = quatrains(str(jsonl(tmp_path / "p.jsonl", rows)))
     assert [p.key for p in poems] == ["夜思", "夜思", "夜思"]
 
 
@@ -117,8 +112,8 @@ def test_arithmetic_answers_are_checked() -> None:
         assert is_test(r["prompt"]) == (r in splits["test"])
 
 
-def test_sentiment_rows_drop_conflicting_duplicates(tmp_path) -> None:
-    source = write_jsonl(
+def test_sentiment_rows_drop_conflicting_duplicates(tmp_path, jsonl) -> None:
+    source = jsonl(
         tmp_path / "reviews.jsonl",
         [
             {"text": "很好用", "label": "pos"},
@@ -170,10 +165,8 @@ def test_cli_writes_both_splits_and_a_manifest(tmp_path, capsys) -> None:
         (["poems", "--source", "kjv"], "missing field 'title'"),
     ],
 )
-def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message) -> None:
-    bad = write_jsonl(
-        tmp_path / "reviews.jsonl", [{"text": "好", "label": "pos"}, {"text": "嗯", "label": "meh"}]
-    )
+def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message, jsonl) -> None:
+    bad = jsonl(tmp_path / "reviews.jsonl", [{"text": "好", "label": "pos"}, {"text": "嗯", "label": "meh"}])
     args = [str(bad) if a == "BAD" else a for a in args]
     assert main(["data", "make", *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
