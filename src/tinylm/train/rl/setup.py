@@ -112,8 +112,10 @@ class RLSetup:
         def report(final: nn.Module, result) -> dict[str, Any]:
             if not self.eval_prompts:
                 return {}
+            # The loop evaluates after its last step, on these very weights; only a run without that
+            # evaluation (none recorded) samples the held-out answers again.
             policy = final if isinstance(final, Backbone) else final.body  # PPO's carries a value head
-            after = {f"heldout_{k}": v for k, v in evaluate(policy).items()}
+            after = {f"heldout_{k}": v for k, v in (result.eval_metrics or evaluate(policy)).items()}
             # The frozen reference is the starting policy: same prompts and seed give the "before" number.
             before = {f"start_heldout_{k}": v for k, v in evaluate(reference).items() if k != "kl"}
             print(
