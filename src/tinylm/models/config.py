@@ -58,6 +58,9 @@ class ModelConfig:
     """Default 0."""
     init_std: float | None = None
     """Default 0.02."""
+    prefix_lm: bool | None = None
+    """A prefix LM (UniLM): the prompt is read bidirectionally, the continuation causally; default false.
+    Training passes the prefix lengths; in generation the prompt is the prefix."""
 
     def __post_init__(self) -> None:
         base = {**DEFAULTS, **(_preset(self.preset) if self.preset else {})}
@@ -139,6 +142,7 @@ DEFAULTS: dict[str, Any] = dict(
     tie_embeddings=True,
     dropout=0.0,
     init_std=0.02,
+    prefix_lm=False,
 )
 """The value of every field that neither the user nor a preset sets (n_kv_head and d_ff are derived)."""
 
