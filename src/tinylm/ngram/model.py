@@ -206,12 +206,8 @@ class NGramLM:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NGramLM:
-        """Load a model directory written by `save`, or an ARPA file (`.arpa`)."""
+        """Load a model directory written by `save` (`arpa.read_arpa` reads ARPA files)."""
         path = Path(path)
-        if path.is_file():
-            from .arpa import read_arpa
-
-            return read_arpa(path)
         if not (path / "ngram.json").is_file():
             raise TinyLMError(
                 f"{path}: not an n-gram model (no ngram.json here; train one with `tinylm ngram train`)"
