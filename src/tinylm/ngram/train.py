@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -39,7 +40,7 @@ def train_ngram(
     if min_count < 1:
         raise TinyLMError(f"min_count must be at least 1, got {min_count}")
     sentences = [list(s) for s in sequences]
-    frequency = Counter(t for s in sentences for t in s)
+    frequency = Counter(itertools.chain.from_iterable(sentences))
     if not frequency:
         raise TinyLMError("empty corpus: no sentence holds any token to count")
     reserved = [t for t in SPECIALS if t in frequency]
@@ -49,7 +50,7 @@ def train_ngram(
     if vocab is not None and words[:3] != list(SPECIALS):
         words = [*SPECIALS, *(t for t in words if t not in SPECIALS)]
     index = {t: i for i, t in enumerate(words)}
-    ids = [np.array([index.get(t, UNK) for t in s], dtype=np.int64) for s in sentences]
+    ids = [np.fromiter(map(index.get, s, itertools.repeat(UNK)), np.int64, len(s)) for s in sentences]
     return train_ids(ids, words, order, method, k, config)
 
 
