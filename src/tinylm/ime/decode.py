@@ -1,0 +1,159 @@
+"""The best writings of typed pinyin: paths through the lattice scored by a character n-gram model.
+
+A path's score is the natural-log probability of its characters as one sentence, from "<s>" to "</s>".
+`viterbi` finds the single best path exactly (paths that end in the same last n-1 characters at the same
+node are merged, since nothing later can tell them apart); `beam_search` keeps the best few distinct texts
+at every node and returns the top k. `NeuralScorer` adds a neural tinylm model's log-probability of each
+candidate with a weight, to rerank the beam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import TinyLMError
+from .lattice import Edge, Lattice
+
+BOS, EOS = "<s>", "</s>"
+
+
+class Scorer(Protocol):
+    """A character language model: `tinylm.ngram.NGramLM` is one."""
+
+    order: int
+
+    def logprob(self, token: str, context: Sequence[str]) -> float:
+        """Natural-log P(token | the last order-1 items of context); context may begin with "<s>"."""
+        ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One writing of the input: its text, n-gram score, neural score if rescored, and the sum used to rank."""
+
+    text: str
+    score: float
+    neural: float | None = None
+    total: float = 0.0
+
+
+class Memo:
+    """A scorer's log-probabilities remembered for one decode (the same n-grams recur on many paths)."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer, self.n = scorer, scorer.order
+        self.seen: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def tail(self, context: tuple[str, ...]) -> tuple[str, ...]:
+        return context[max(0, len(context) - (self.n - 1)) :] if self.n > 1 else ()
+
+    def extend(self, context: tuple[str, ...], text: str) -> tuple[float, tuple[str, ...]]:
+        """log P(text | context) one character at a time, and the context after it."""
+        total = 0.0
+        for token in text:
+            key = (token, context)
+            if key not in self.seen:
+                self.seen[key] = self.scorer.logprob(token, context)
+            total += self.seen[key]
+            context = self.tail((*context, token))
+        return total, context
+
+    def finish(self, context: tuple[str, ...]) -> float:
+        key = (EOS, context)
+        if key not in self.seen:
+            self.seen[key] = self.scorer.logprob(EOS, context)
+        return self.seen[key]
+
+
+def sentence_score(text: str, scorer: Scorer) -> float:
+    """log P(<s> text </s>) under `scorer`: the score every decoder here maximises."""
+    memo = Memo(scorer)
+    score, context = memo.extend(memo.tail((BOS,)), text)
+    return score + memo.finish(context)
+
+
+def _no_path(lattice: Lattice) -> TinyLMError:
+    return TinyLMError(f'"{lattice.reading.text}" has no writing in characters')
+
+
+def viterbi(lattice: Lattice, scorer: Scorer) -> Candidate:
+    """The exact best path through the lattice under an n-gram scorer."""
+    memo = Memo(scorer)
+    # node -> context -> (score, previous node, previous context, edge)
+    states: dict[int, dict[tuple[str, ...], tuple[float, int, tuple[str, ...], Edge | None]]] = {
+        0: {memo.tail((BOS,)): (0.0, -1, (), None)}
+    }
+    for node in lattice.nodes():
+        for context, (score, *_) in states.get(node, {}).items():
+            for edge in lattice.edges[node]:
+                gain, after = memo.extend(context, edge.text)
+                there = states.setdefault(edge.end, {})
+                if after not in there or there[after][0] < score + gain:
+                    there[after] = (score + gain, node, context, edge)
+    ends = states.get(lattice.end)
+    if not ends:
+        raise _no_path(lattice)
+    context = max(ends, key=lambda c: ends[c][0] + memo.finish(c))
+    score = ends[context][0] + memo.finish(context)
+    pieces, node = [], lattice.end
+    while node > 0:
+        _, node, context, edge = states[node][context]
+        pieces.append(edge.text)
+    text = "".join(reversed(pieces))
+    return Candidate(text, score, total=score)
+
+
+def beam_search(lattice: Lattice, scorer: Scorer, beam: int = 16, top: int = 5) -> list[Candidate]:
+    """The `top` best distinct texts found keeping the `beam` best distinct texts at every node."""
+    memo = Memo(scorer)
+    hyps: dict[int, dict[str, tuple[float, tuple[str, ...]]]] = {0: {"": (0.0, memo.tail((BOS,)))}}
+    for node in lattice.nodes():
+        here = hyps.pop(node, {})
+        for text in sorted(here, key=lambda t: here[t][0], reverse=True)[:beam]:
+            score, context = here[text]
+            for edge in lattice.edges[node]:
+                gain, after = memo.extend(context, edge.text)
+                there = hyps.setdefault(edge.end, {})
+                new = text + edge.text
+                if new not in there or there[new][0] < score + gain:
+                    there[new] = (score + gain, after)
+    ends = hyps.get(lattice.end)
+    if not ends:
+        raise _no_path(lattice)
+    done = [Candidate(t, s + memo.finish(c)) for t, (s, c) in ends.items()]
+    done = [replace(c, total=c.score) for c in done]
+    return sorted(done, key=lambda c: c.total, reverse=True)[:top]
+
+
+class NeuralScorer:
+    """log P(text) under a neural tinylm model, each text read as a new document (after EOS)."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+        from ..models import load_model
+        from ..tokenizer import Tokenizer
+
+        self.tokenizer = Tokenizer.load(model_dir)
+        self.model = load_model(model_dir).to(device).eval()
+        if self.tokenizer.eos_id is None:
+            raise TinyLMError(f"{model_dir}: the tokenizer has no end-of-text token to start a document with")
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        from ..infer.scoring import continuation_logprobs
+
+        return continuation_logprobs(
+            self.model, [self.tokenizer.eos_id], [self.tokenizer.encode(t) for t in texts]
+        )
+
+
+def rescore(candidates: list[Candidate], neural: NeuralScorer, weight: float) -> list[Candidate]:
+    """The candidates reranked by n-gram score + weight × neural log-probability."""
+    if not candidates:
+        return []
+    logps = neural([c.text for c in candidates])
+    mixed = [
+        replace(c, neural=lp, total=c.score + weight * lp) for c, lp in zip(candidates, logps, strict=True)
+    ]
+    return sorted(mixed, key=lambda c: c.total, reverse=True)
