@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import TinyLMError
-from .lattice import Edge, Lattice
+from .lattice import Edge, Lattice, build_lattice
+from .syllables import read_pinyin
 
 BOS, EOS = "<s>", "</s>"
 
@@ -157,3 +158,44 @@ def rescore(candidates: list[Candidate], neural: NeuralScorer, weight: float) ->
         replace(c, neural=lp, total=c.score + weight * lp) for c, lp in zip(candidates, logps, strict=True)
     ]
     return sorted(mixed, key=lambda c: c.total, reverse=True)
+
+
+class InputMethod:
+    """Typed pinyin -> ranked candidates: the lattice cut to each syllable's likeliest characters, the exact
+    best path first, then the rest of the beam, optionally reranked by a neural model."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        per_syllable: int = 24,
+        beam: int = 16,
+        neural: NeuralScorer | None = None,
+        neural_weight: float = 1.0,
+    ) -> None:
+        self.scorer, self.per_syllable, self.beam = scorer, per_syllable, beam
+        self.neural, self.neural_weight = neural, neural_weight
+        self.unigram: dict[str, float] = {}
+
+    def rank(self, char: str) -> float:
+        """A character's unigram log-probability: which of a syllable's characters to keep."""
+        if char not in self.unigram:
+            self.unigram[char] = self.scorer.logprob(char, ())
+        return self.unigram[char]
+
+    def lattice(self, text: str) -> Lattice:
+        return build_lattice(read_pinyin(text), rank=self.rank, per_syllable=self.per_syllable)
+
+    def best(self, text: str) -> Candidate:
+        """The exact best writing under the n-gram model alone."""
+        return viterbi(self.lattice(text), self.scorer)
+
+    def candidates(self, text: str, top: int = 5) -> list[Candidate]:
+        """The `top` best distinct writings of `text`, best first; with a neural model, the whole beam is
+        reranked before it is cut to `top`."""
+        lattice = self.lattice(text)
+        first = viterbi(lattice, self.scorer)
+        width = max(self.beam, top)
+        found = [first, *(c for c in beam_search(lattice, self.scorer, width, width) if c.text != first.text)]
+        if self.neural is not None:
+            found = rescore(found, self.neural, self.neural_weight)
+        return found[:top]

@@ -1,0 +1,74 @@
+"""The character n-gram model the IME decodes with: one saved by `tinylm ngram train`, or by default one
+built once from an embedded corpus and cached.
+
+Training sentences are clauses: runs of Chinese characters between punctuation, so "<s>" and "</s>" mark
+where a typed phrase usually begins and ends. The cache entry is keyed by the corpus name, a digest of its
+file and the order, so a new corpus or order builds a new model; it is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..data.readers import read_documents, resolve_source
+from ..errors import TinyLMError
+from ..io import atomic_dir
+from ..ngram import NGramLM, train_ngram
+
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+"""A run of CJK ideographs (basic block, extension A, compatibility): what pinyin can be written as."""
+DEFAULT_CORPUS = "tang"
+
+
+def clauses(texts: Iterable[str]) -> Iterator[list[str]]:
+    """Every run of Chinese characters in `texts`, as a list of characters."""
+    for text in texts:
+        for run in HAN.findall(text):
+            yield list(run)
+
+
+def is_chinese(text: str) -> bool:
+    """Whether every character of `text` is a Chinese character."""
+    return bool(text) and HAN.fullmatch(text) is not None
+
+
+def cache_root() -> Path:
+    """Where tinylm keeps what it builds once: $TINYLM_CACHE, else $XDG_CACHE_HOME/tinylm, else ~/.cache/tinylm."""
+    if os.environ.get("TINYLM_CACHE"):
+        return Path(os.environ["TINYLM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tinylm"
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def default_ngram(corpus: str = DEFAULT_CORPUS, order: int = 3) -> NGramLM:
+    """The character n-gram model of `corpus`'s clauses, trained on first use and cached."""
+    path = cache_root() / "ime" / f"{Path(corpus).name}-order{order}-{_digest(resolve_source(corpus))}"
+    if not path.is_dir():  # written atomically, so a directory there is a whole model
+        print(f"tinylm: building the {order}-gram character model of {corpus} (once) in {path}", file=sys.stderr)
+        lm = train_ngram(clauses(read_documents(corpus)), order=order)
+        with atomic_dir(path) as tmp:
+            lm.save(tmp)
+    return NGramLM.load(path)
+
+
+def load_ngram(ngram: Path | None, corpus: str = DEFAULT_CORPUS, order: int = 3) -> NGramLM:
+    """The model saved in `ngram` (of its own order), else the cached `order`-gram model of `corpus`."""
+    if ngram is None:
+        return default_ngram(corpus, order)
+    if not Path(ngram).is_dir():
+        raise TinyLMError(f"--ngram {ngram}: not a directory (expected a model saved by `tinylm ngram train`)")
+    return NGramLM.load(ngram)
