@@ -16,7 +16,7 @@ LAYERS = [
     ["tasks"],
     ["models"],
     ["infer"],
-    ["eval", "interop", "ime"],
+    ["eval", "interop", "ngram", "ime"],
     ["train"],
     ["serve"],
     ["core"],
