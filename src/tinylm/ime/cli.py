@@ -97,7 +97,7 @@ def ime(
     corpus: str = DEFAULT_CORPUS,
     order: int = 3,
     top: int = 5,
-    beam: int = 16,
+    beam: int = 32,
     per_syllable: int = 24,
     neural: Path | None = None,
     neural_weight: float = 1.0,

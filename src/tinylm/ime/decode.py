@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from ..errors import TinyLMError
 from .lattice import Edge, Lattice, build_lattice
@@ -28,6 +30,20 @@ class Scorer(Protocol):
 
     def logprob(self, token: str, context: Sequence[str]) -> float:
         """Natural-log P(token | the last order-1 items of context); context may begin with "<s>"."""
+        ...
+
+
+@runtime_checkable
+class WholeDistribution(Protocol):
+    """A scorer that also gives every token's log-probability after a context at once (NGramLM does), which
+    is far cheaper than asking for the dozens of characters a syllable can be one by one."""
+
+    def distribution(self, context: Sequence[str]) -> np.ndarray:
+        """Natural-log P(w | context) for every vocabulary id w."""
+        ...
+
+    def ids(self, tokens: Sequence[str]) -> list[int]:
+        """Vocabulary ids of tokens (the unknown token's id for those outside the vocabulary)."""
         ...
 
 
@@ -47,6 +63,22 @@ class Memo:
     def __init__(self, scorer: Scorer) -> None:
         self.scorer, self.n = scorer, scorer.order
         self.seen: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.whole = isinstance(scorer, WholeDistribution)
+        self.distributions: dict[tuple[str, ...], np.ndarray] = {}
+        self.id: dict[str, int] = {}
+
+    def logprob(self, token: str, context: tuple[str, ...]) -> float:
+        """log P(token | context), asked of the scorer once."""
+        if not self.whole:
+            key = (token, context)
+            if key not in self.seen:
+                self.seen[key] = self.scorer.logprob(token, context)
+            return self.seen[key]
+        if context not in self.distributions:
+            self.distributions[context] = self.scorer.distribution(context)
+        if token not in self.id:
+            self.id[token] = self.scorer.ids([token])[0]
+        return float(self.distributions[context][self.id[token]])
 
     def tail(self, context: tuple[str, ...]) -> tuple[str, ...]:
         return context[max(0, len(context) - (self.n - 1)) :] if self.n > 1 else ()
@@ -55,18 +87,12 @@ class Memo:
         """log P(text | context) one character at a time, and the context after it."""
         total = 0.0
         for token in text:
-            key = (token, context)
-            if key not in self.seen:
-                self.seen[key] = self.scorer.logprob(token, context)
-            total += self.seen[key]
+            total += self.logprob(token, context)
             context = self.tail((*context, token))
         return total, context
 
     def finish(self, context: tuple[str, ...]) -> float:
-        key = (EOS, context)
-        if key not in self.seen:
-            self.seen[key] = self.scorer.logprob(EOS, context)
-        return self.seen[key]
+        return self.logprob(EOS, context)
 
 
 def sentence_score(text: str, scorer: Scorer) -> float:
@@ -161,26 +187,24 @@ def rescore(candidates: list[Candidate], neural: NeuralScorer, weight: float) ->
 
 
 class InputMethod:
-    """Typed pinyin -> ranked candidates: the lattice cut to each syllable's likeliest characters, the exact
-    best path first, then the rest of the beam, optionally reranked by a neural model."""
+    """Typed pinyin -> ranked candidates: the lattice cut to each syllable's likeliest characters, searched
+    with a beam, optionally reranked by a neural model."""
 
     def __init__(
         self,
         scorer: Scorer,
         per_syllable: int = 24,
-        beam: int = 16,
+        beam: int = 32,
         neural: NeuralScorer | None = None,
         neural_weight: float = 1.0,
     ) -> None:
         self.scorer, self.per_syllable, self.beam = scorer, per_syllable, beam
         self.neural, self.neural_weight = neural, neural_weight
-        self.unigram: dict[str, float] = {}
+        self.unigram = Memo(scorer)
 
     def rank(self, char: str) -> float:
         """A character's unigram log-probability: which of a syllable's characters to keep."""
-        if char not in self.unigram:
-            self.unigram[char] = self.scorer.logprob(char, ())
-        return self.unigram[char]
+        return self.unigram.logprob(char, ())
 
     def lattice(self, text: str) -> Lattice:
         return build_lattice(read_pinyin(text), rank=self.rank, per_syllable=self.per_syllable)
@@ -190,12 +214,11 @@ class InputMethod:
         return viterbi(self.lattice(text), self.scorer)
 
     def candidates(self, text: str, top: int = 5) -> list[Candidate]:
-        """The `top` best distinct writings of `text`, best first; with a neural model, the whole beam is
-        reranked before it is cut to `top`."""
-        lattice = self.lattice(text)
-        first = viterbi(lattice, self.scorer)
+        """The `top` best distinct writings of `text`, best first, by beam search (Viterbi's cost grows with
+        the cube of the characters per syllable under a trigram; the beam's only linearly); with a neural
+        model, the whole beam is reranked before it is cut to `top`."""
         width = max(self.beam, top)
-        found = [first, *(c for c in beam_search(lattice, self.scorer, width, width) if c.text != first.text)]
+        found = beam_search(self.lattice(text), self.scorer, width, width)
         if self.neural is not None:
             found = rescore(found, self.neural, self.neural_weight)
         return found[:top]

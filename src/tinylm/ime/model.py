@@ -17,7 +17,6 @@ from pathlib import Path
 
 from ..data.readers import read_documents, resolve_source
 from ..errors import TinyLMError
-from ..io import atomic_dir
 from ..ngram import NGramLM, train_ngram
 
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -57,11 +56,11 @@ def _digest(paths: list[Path]) -> str:
 def default_ngram(corpus: str = DEFAULT_CORPUS, order: int = 3) -> NGramLM:
     """The character n-gram model of `corpus`'s clauses, trained on first use and cached."""
     path = cache_root() / "ime" / f"{Path(corpus).name}-order{order}-{_digest(resolve_source(corpus))}"
-    if not path.is_dir():  # written atomically, so a directory there is a whole model
-        print(f"tinylm: building the {order}-gram character model of {corpus} (once) in {path}", file=sys.stderr)
-        lm = train_ngram(clauses(read_documents(corpus)), order=order)
-        with atomic_dir(path) as tmp:
-            lm.save(tmp)
+    if not path.is_dir():  # saved atomically, so a directory there is a whole model
+        print(
+            f"tinylm: building the {order}-gram character model of {corpus} (once) in {path}", file=sys.stderr
+        )
+        train_ngram(clauses(read_documents(corpus)), order=order).save(path)  # atomically
     return NGramLM.load(path)
 
 
@@ -70,5 +69,7 @@ def load_ngram(ngram: Path | None, corpus: str = DEFAULT_CORPUS, order: int = 3)
     if ngram is None:
         return default_ngram(corpus, order)
     if not Path(ngram).is_dir():
-        raise TinyLMError(f"--ngram {ngram}: not a directory (expected a model saved by `tinylm ngram train`)")
+        raise TinyLMError(
+            f"--ngram {ngram}: not a directory (expected a model saved by `tinylm ngram train`)"
+        )
     return NGramLM.load(ngram)
