@@ -125,6 +125,22 @@ COMMANDS: dict[str, Command] = {
         "tinylm.train.stages.grpo:grpo",
         "Align a model with GRPO on a verifiable reward: group sampling, group-normalised advantages, KL to reference.",
     ),
+    "ngram train": Command(
+        "tinylm.ngram.cli:ngram_train",
+        "Train an n-gram language model on a corpus or token shards and score it on the held-out split.",
+    ),
+    "ngram eval": Command(
+        "tinylm.ngram.cli:ngram_eval",
+        "Score an n-gram model (directory or ARPA file) in bits per byte and perplexity on a split.",
+    ),
+    "ngram generate": Command(
+        "tinylm.ngram.cli:ngram_generate",
+        "Sample text from an n-gram model, seeded, each sample until </s> or max_tokens.",
+    ),
+    "ngram export": Command(
+        "tinylm.ngram.cli:ngram_export",
+        "Write an n-gram model as an ARPA file (log10 probabilities and backoff weights) that KenLM loads.",
+    ),
 }
 
 GROUPS: dict[str, str] = {
@@ -134,6 +150,7 @@ GROUPS: dict[str, str] = {
     "export": "Export tinylm checkpoints to Hugging Face directories.",
     "eval": "Score models: bits per byte, tasks.",
     "reward": "Reward models: train on preference pairs, score conversations.",
+    "ngram": "N-gram language models: train (modified Kneser-Ney and others), score, sample, export ARPA.",
 }
 """Help text of each group of two-word verbs (`tinylm data --help`)."""
 

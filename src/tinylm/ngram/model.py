@@ -18,12 +18,15 @@ import numpy as np
 
 from ..errors import TinyLMError
 from ..io import atomic_dir, atomic_file, read_json, write_json
+from ..tokenizer import Tokenizer
 from .counts import UNK, distance_from_bos, sentence_stream
 
 SPECIALS = ("<unk>", "<s>", "</s>")
 """Ids 0, 1, 2 of every vocabulary (counts.UNK, BOS, EOS)."""
 MAX_ORDER = 5
 FORMAT = "tinylm-ngram-1"
+TOKENIZER_DIR = "tokenizer"
+"""Where a model of a tokenizer's tokens keeps that tokenizer, inside the model directory."""
 _CACHE_SIZE = 1 << 18
 
 
@@ -174,8 +177,9 @@ class NGramLM:
             context.append(t)
         return total
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model directory (ngram.json, vocab.json, arrays.npz) atomically."""
+    def save(self, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> None:
+        """Write the model directory (ngram.json, vocab.json, arrays.npz, and the tokenizer of a model of
+        its tokens in tokenizer/) atomically."""
         arrays = {f"logp_{k + 1}": a for k, a in enumerate(self.logp)}
         arrays |= {f"logbow_{k + 1}": a for k, a in enumerate(self.logbow)}
         arrays |= {f"keys_{k + 1}": a for k, a in enumerate(self.keys) if k > 0}
@@ -184,6 +188,8 @@ class NGramLM:
             write_json(tmp / "vocab.json", self.vocab)
             with atomic_file(tmp / "arrays.npz", "wb") as f:
                 np.savez(f, **arrays)
+            if tokenizer is not None:
+                tokenizer.save(tmp / TOKENIZER_DIR)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NGramLM:

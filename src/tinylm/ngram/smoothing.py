@@ -62,6 +62,11 @@ def kenlm_discounts(n: list[int]) -> list[float] | None:
     return d if all(0 <= x <= i for i, x in zip((1, 2, 3), d, strict=True)) else None
 
 
+def kn_discount(n: list[int]) -> list[float] | None:
+    """The one discount of interpolated Kneser-Ney, D = n1 / (n1 + 2 n2), as [D, D, D]; None without n1, n2."""
+    return [n[0] / (n[0] + 2 * n[1])] * 3 if n[0] and n[1] else None
+
+
 def adjusted_counts(counts: NGramCounts, k: int, method: str) -> np.ndarray:
     """The counts order k is estimated from: continuation counts below the top order for KN, else raw."""
     raw = counts.counts[k - 1]
@@ -73,10 +78,7 @@ def adjusted_counts(counts: NGramCounts, k: int, method: str) -> np.ndarray:
 
 def _discounts(a: np.ndarray, k: int, method: str) -> list[float]:
     n = count_of_counts(a[a > 0])
-    if method == "mkn":
-        d = kenlm_discounts(n)
-    else:
-        d = [n[0] / (n[0] + 2 * n[1])] * 3 if n[0] and n[1] else None
+    d = kenlm_discounts(n) if method == "mkn" else kn_discount(n)
     if d is None:
         warn(f"order {k}: count-of-counts {n} give no valid discounts; using {FALLBACK_DISCOUNTS}")
         d = list(FALLBACK_DISCOUNTS) if method == "mkn" else [FALLBACK_DISCOUNTS[0]] * 3
