@@ -60,7 +60,7 @@ def default_ngram(corpus: str = DEFAULT_CORPUS, order: int = 3) -> NGramLM:
         print(
             f"tinylm: building the {order}-gram character model of {corpus} (once) in {path}", file=sys.stderr
         )
-        train_ngram(clauses(read_documents(corpus)), order=order).save(path)  # atomically
+        train_ngram(clauses(read_documents(corpus)), order=order, config={"unit": "char"}).save(path)
     return NGramLM.load(path)
 
 
@@ -72,4 +72,9 @@ def load_ngram(ngram: Path | None, corpus: str = DEFAULT_CORPUS, order: int = 3)
         raise TinyLMError(
             f"--ngram {ngram}: not a directory (expected a model saved by `tinylm ngram train`)"
         )
-    return NGramLM.load(ngram)
+    lm = NGramLM.load(ngram)
+    if lm.config.get("unit", "char") != "char":
+        raise TinyLMError(
+            f"--ngram {ngram}: a {lm.config['unit']} model; the IME needs characters (tinylm ngram train --unit char)"
+        )
+    return lm
