@@ -156,6 +156,10 @@ def test_cli_lists_candidates_and_names_bad_input(poem_lm, capsys) -> None:
     assert "--interactive" in capsys.readouterr().err
     assert main(["ime", "ni hao", "--top", "0", "--ngram", str(saved)]) == 2
     assert "--top must be at least 1" in capsys.readouterr().err
+    words = saved.parent / "words"
+    train_ngram([["床前", "明月光"]], order=2, config={"unit": "word"}).save(words)
+    assert main(["ime", "ni hao", "--ngram", str(words)]) == 2
+    assert "the IME needs characters" in capsys.readouterr().err
 
 
 def test_composer_builds_text_from_picks(poem_lm, capsys) -> None:

@@ -16,7 +16,7 @@ from jsonargparse import ArgumentParser
 
 from ..errors import TinyLMError
 from .decode import Candidate, InputMethod, NeuralScorer
-from .model import DEFAULT_CORPUS, load_ngram
+from .model import DEFAULT_CORPORA, load_ngram
 
 GREETING = (
     "tinylm ime: type pinyin (e.g. chuang qian ming yue guang, or chuangqian) and Enter, then a candidate's\n"
@@ -94,7 +94,7 @@ def ime(
     text: str | None = None,
     interactive: bool = False,
     ngram: Path | None = None,
-    corpus: str = DEFAULT_CORPUS,
+    corpus: str | list[str] | None = None,
     order: int = 3,
     top: int = 5,
     beam: int = 32,
@@ -109,7 +109,8 @@ def ime(
         interactive: Read pinyin from the terminal, list candidates, pick them by number into a text.
         ngram: A character n-gram model saved by `tinylm ngram train`; by default one trained on `corpus`
             (once, then cached under $TINYLM_CACHE, $XDG_CACHE_HOME/tinylm or ~/.cache/tinylm).
-        corpus: Embedded corpus name or path the default model is trained on (its runs of Chinese characters).
+        corpus: Embedded corpus names or paths the default model is trained on (their runs of Chinese
+            characters): one, or a list such as '[tang, my.jsonl]'; by default the embedded Tang poems and Tang-300.
         order: Order of the default model (2 = bigram, 3 = trigram); a model from --ngram keeps its own.
         top: How many candidates to list.
         beam: Distinct partial texts kept at each syllable boundary while searching.
@@ -123,7 +124,7 @@ def ime(
     if text is None and not interactive:
         raise TinyLMError('give the pinyin to convert (tinylm ime "ni hao") or --interactive')
     method = InputMethod(
-        load_ngram(ngram, corpus, order),
+        load_ngram(ngram, [corpus] if isinstance(corpus, str) else corpus or DEFAULT_CORPORA, order),
         per_syllable=per_syllable,
         beam=beam,
         neural=NeuralScorer(neural) if neural is not None else None,

@@ -144,7 +144,7 @@ def read_pinyin(text: str) -> Reading:
         end = next(j for j in range(start + 1, n + 1) if finish[j])  # where reading can resume
         bad = text[origin[start] : origin[end - 1] + 1]
         raise TinyLMError(
-            f'cannot read "{bad}" at position {origin[start] + 1} of "{text}": no pinyin syllable starts so'
+            f'cannot read "{bad}" at position {origin[start] + 1} of "{text}": no pinyin syllable spells it'
         )
     spans = {i: tuple(j for j in ends(i) if finish[j]) for i in range(n) if reach[i] and finish[i]}
     return Reading(text, letters, tuple(origin), spans)
