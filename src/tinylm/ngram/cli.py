@@ -12,7 +12,7 @@ from ..data.shards import SPLITS, TokenShards
 from ..errors import TinyLMError
 from ..io import check_out_dir
 from ..tokenizer import Tokenizer
-from .arpa import write_arpa
+from .arpa import read_arpa, write_arpa
 from .counts import BOS, EOS, UNK
 from .data import Split, check_split, corpus_splits, sentence_ids, shards_split
 from .evaluate import heldout_scores
@@ -123,7 +123,7 @@ def ngram_train(
 
 def load_model(model: str, unit: str | None = None) -> tuple[NGramLM, str, Tokenizer | None]:
     """The model, its unit (ARPA files name none: pass --unit) and, for unit "token", its tokenizer."""
-    lm = NGramLM.load(model)
+    lm = read_arpa(model) if Path(model).is_file() else NGramLM.load(model)
     unit = unit or lm.config.get("unit")
     if unit is None:
         raise TinyLMError(f"{model} does not say what it counts; pass --unit char, word or token")

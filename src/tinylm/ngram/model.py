@@ -55,6 +55,7 @@ class NGramLM:
         self.keys, self.logp, self.logbow = keys, logp, logbow
         self.config = dict(config)
         self._contexts: dict[tuple[int, ...], list[tuple[int, int, float]]] = {}
+        self._answers: dict[tuple[int, tuple[int, ...]], float] = {}  # (token, context) -> logprob
 
     @property
     def vocab_size(self) -> int:
@@ -102,15 +103,27 @@ class NGramLM:
 
     def _context_ids(self, context: Sequence[str]) -> tuple[int, ...]:
         """The ids of the last order-1 tokens of `context`, never reaching back past a `<s>`."""
-        context = list(context)
+        context = list(context[len(context) - self.order + 1 :] if len(context) >= self.order else context)
+        if self.order == 1:
+            return ()
         if "<s>" in context:
             context = context[len(context) - 1 - context[::-1].index("<s>") :]
-        return tuple(self.ids(context[max(0, len(context) - self.order + 1) :] if self.order > 1 else []))
+        return tuple(self.ids(context))
 
     def logprob(self, token: str, context: Sequence[str] = ()) -> float:
         """ln P(token | context), from the last order-1 tokens of `context` (which may start with `<s>`)."""
-        w, V = self.index.get(token, UNK), self.vocab_size
-        for j, found, acc in self._context(self._context_ids(context)):
+        ids = self._context_ids(context)
+        w = self.index.get(token, UNK)
+        answer = self._answers.get((w, ids))
+        if answer is None:
+            if len(self._answers) >= _CACHE_SIZE:
+                self._answers.clear()
+            answer = self._answers[w, ids] = self._logprob(w, self._context(ids))
+        return answer
+
+    def _logprob(self, w: int, state: list[tuple[int, int, float]]) -> float:
+        V = self.vocab_size
+        for j, found, acc in state:
             if j == 0:
                 return float(self.logp[0][w]) + acc
             if found < 0:
@@ -193,12 +206,8 @@ class NGramLM:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NGramLM:
-        """Load a model directory written by `save`, or an ARPA file (`.arpa`)."""
+        """Load a model directory written by `save` (`arpa.read_arpa` reads ARPA files)."""
         path = Path(path)
-        if path.is_file():
-            from .arpa import read_arpa
-
-            return read_arpa(path)
         if not (path / "ngram.json").is_file():
             raise TinyLMError(
                 f"{path}: not an n-gram model (no ngram.json here; train one with `tinylm ngram train`)"
