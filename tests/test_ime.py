@@ -14,14 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tinylm.cli import main
 from tinylm.errors import TinyLMError
 from tinylm.ime.cli import Composer
-from tinylm.ime.decode import InputMethod, beam_search, sentence_score, viterbi
+from tinylm.ime.decode import InputMethod, NeuralScorer, beam_search, rescore, sentence_score, viterbi
 from tinylm.ime.lattice import Lattice, build_lattice
 from tinylm.ime.model import clauses
 from tinylm.ime.syllables import read_pinyin, syllables
+from tinylm.infer.scoring import token_logprobs
 from tinylm.ngram import NGramLM, train_ngram
 
 DATA = Path("/work/shared/data/zh")
@@ -100,6 +102,13 @@ def test_lattice_has_characters_and_phrases() -> None:
     assert [e.text for e in cut.edges[0]] == ["明"]
 
 
+class LogprobOnly:
+    """An n-gram model seen only through `order` and `logprob`, the least a decoder's scorer must offer."""
+
+    def __init__(self, lm: NGramLM) -> None:
+        self.order, self.logprob = lm.order, lm.logprob
+
+
 def every_path(lattice: Lattice, node: int = 0) -> list[str]:
     """Every text a path from `node` to the end of the lattice spells."""
     if node == lattice.end:
@@ -128,6 +137,8 @@ def test_viterbi_and_a_wide_beam_equal_brute_force(poem_lm, typed: str) -> None:
     ranked = sorted(scores, key=scores.get, reverse=True)
     best = viterbi(lattice, lm)
     assert best.text == ranked[0] and best.score == pytest.approx(scores[ranked[0]])
+    one_by_one = viterbi(lattice, LogprobOnly(lm))  # a scorer without whole distributions
+    assert (one_by_one.text, one_by_one.score) == (best.text, pytest.approx(best.score))
     assert sentence_score(best.text, lm) == pytest.approx(scores[best.text])
     wide = beam_search(lattice, lm, beam=len(scores), top=5)
     assert [c.text for c in wide] == ranked[:5]
@@ -143,6 +154,30 @@ def test_a_famous_line_comes_first(poem_lm) -> None:
         assert len({c.text for c in found}) == 5  # distinct
         assert [c.total for c in found] == sorted((c.total for c in found), reverse=True)
     assert method.best("bai ri yi shan jin").text == "白日依山尽"
+
+
+def test_neural_rescoring_adds_the_weighted_model_logprob(poem_lm, tiny_checkpoint, capsys) -> None:
+    lm, saved = poem_lm
+    neural = NeuralScorer(tiny_checkpoint)
+    found = InputMethod(lm).candidates("ming yue", top=4)
+    ids = [[neural.tokenizer.eos_id, *neural.tokenizer.encode(c.text)] for c in found]
+    expected = [  # log P(text | EOS), token by token, straight from the model's logits
+        sum(token_logprobs(neural.model(torch.tensor([row])), torch.tensor([row]))[0].tolist()) for row in ids
+    ]
+    mixed = rescore(found, neural, weight=2.0)
+    by_text = dict(zip((c.text for c in found), expected, strict=True))
+    for c in mixed:
+        assert c.neural == pytest.approx(by_text[c.text], abs=1e-4)
+        assert c.total == pytest.approx(c.score + 2.0 * c.neural)
+    assert [c.total for c in mixed] == sorted((c.total for c in mixed), reverse=True)
+    assert [c.text for c in rescore(found, neural, weight=0.0)] == [c.text for c in found]
+    assert [c.text for c in rescore(found, neural, weight=1e6)] == sorted(
+        by_text, key=by_text.get, reverse=True
+    )
+    assert (
+        main(["ime", "ming yue", "--ngram", str(saved), "--neural", str(tiny_checkpoint), "--top", "2"]) == 0
+    )
+    assert "\tneural " in capsys.readouterr().out
 
 
 def test_cli_lists_candidates_and_names_bad_input(poem_lm, capsys) -> None:

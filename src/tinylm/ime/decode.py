@@ -102,10 +102,6 @@ def sentence_score(text: str, scorer: Scorer) -> float:
     return score + memo.finish(context)
 
 
-def _no_path(lattice: Lattice) -> TinyLMError:
-    return TinyLMError(f'"{lattice.reading.text}" has no writing in characters')
-
-
 def viterbi(lattice: Lattice, scorer: Scorer) -> Candidate:
     """The exact best path through the lattice under an n-gram scorer."""
     memo = Memo(scorer)
@@ -120,9 +116,7 @@ def viterbi(lattice: Lattice, scorer: Scorer) -> Candidate:
                 there = states.setdefault(edge.end, {})
                 if after not in there or there[after][0] < score + gain:
                     there[after] = (score + gain, node, context, edge)
-    ends = states.get(lattice.end)
-    if not ends:
-        raise _no_path(lattice)
+    ends = states[lattice.end]  # a reading always splits, and every syllable has characters
     context = max(ends, key=lambda c: ends[c][0] + memo.finish(c))
     score = ends[context][0] + memo.finish(context)
     pieces, node = [], lattice.end
@@ -147,12 +141,8 @@ def beam_search(lattice: Lattice, scorer: Scorer, beam: int = 16, top: int = 5) 
                 new = text + edge.text
                 if new not in there or there[new][0] < score + gain:
                     there[new] = (score + gain, after)
-    ends = hyps.get(lattice.end)
-    if not ends:
-        raise _no_path(lattice)
-    done = [Candidate(t, s + memo.finish(c)) for t, (s, c) in ends.items()]
-    done = [replace(c, total=c.score) for c in done]
-    return sorted(done, key=lambda c: c.total, reverse=True)[:top]
+    scored = [(s + memo.finish(c), t) for t, (s, c) in hyps[lattice.end].items()]
+    return [Candidate(t, s, total=s) for s, t in sorted(scored, reverse=True)[:top]]
 
 
 class NeuralScorer:
