@@ -7,6 +7,7 @@ empty line or Ctrl-D ends and prints the composed text.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,7 @@ class Composer:
         out.write(GREETING)
         while True:
             try:
-                line = read("pick> " if self.listed else "pinyin> ")
+                line = read("number or pinyin> " if self.listed else "pinyin> ")
             except EOFError:
                 out.write("\n")
                 break
@@ -135,4 +136,6 @@ def ime(
             neural_part = "" if c.neural is None else f"\tneural {c.neural:.2f}\ttotal {c.total:.2f}"
             print(f"{i}\t{c.text}\t{c.score:.2f}{neural_part}")
     if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (gives input() line editing and history)
         Composer(method, top).run(input, sys.stdout)
