@@ -16,7 +16,7 @@ LAYERS = [
     ["tasks"],
     ["models"],
     ["infer"],
-    ["eval", "interop", "ngram"],
+    ["eval", "interop", "ngram", "ime"],
     ["train"],
     ["serve"],
     ["core"],

@@ -80,6 +80,11 @@ COMMANDS: dict[str, Command] = {
     "chat": Command(
         "tinylm.infer.chat:chat", "Chat with a model in the terminal, replies streamed as they are generated."
     ),
+    "ime": Command(
+        "tinylm.ime.cli:ime",
+        "Turn pinyin into ranked Chinese candidates, with or without tones and spaces, or interactively.",
+        options="tinylm.ime.cli:add_ime_options",
+    ),
     "serve": Command(
         "tinylm.serve.app:serve",
         "Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.",
