@@ -16,7 +16,7 @@ LAYERS = [
     ["tasks"],
     ["models"],
     ["infer"],
-    ["eval", "interop"],
+    ["eval", "interop", "vectors"],
     ["train"],
     ["serve"],
     ["core"],
