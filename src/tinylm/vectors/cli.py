@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 from ..data.readers import read_documents
 from ..errors import TinyLMError
@@ -56,16 +58,13 @@ def train_vectors(
     config = SGNSConfig(dim, window, negative, epochs, sample, alpha, batch_size, seed)
     if min_count < 1:
         raise TinyLMError(f"min_count must be a positive integer, got {min_count}")
-    if threads is not None:
-        if threads < 1:
-            raise TinyLMError(f"threads must be a positive integer, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise TinyLMError(f"threads must be a positive integer, got {threads}")
     check_out_dir(out, None, overwrite)
     corpus = encode(sentences(read_documents(data, field, template), unit), min_count)
     print(f"{data}: {corpus.raw_tokens:,} words, {len(corpus.vocab.words):,} seen at least {min_count} times")
-    matrix, stats = train_sgns(corpus, config)
+    with torch_threads(threads):
+        matrix, stats = train_sgns(corpus, config)
     meta = {
         "data": data,
         "unit": unit,
@@ -84,6 +83,20 @@ def train_vectors(
     print(f"trained in {stats.seconds:.1f}s ({stats.words_per_second:,.0f} words/s); loss by epoch: {losses}")
     print(f"saved {len(vectors):,} vectors of size {dim} in {out}")
     return vectors
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` CPU threads in torch (None: as they are), restoring the count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def show(word: str) -> str:

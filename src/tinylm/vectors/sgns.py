@@ -27,6 +27,12 @@ CHUNK_TOKENS = 100_000
 """Tokens whose pairs are generated and shuffled together; bounds memory on a corpus of any size."""
 
 
+MAX_BATCH_PER_WORD = 4
+"""A batch holds at most this many pairs per vocabulary word. A batch's updates to one word are summed, which
+matches word2vec's one-by-one updates only while a word recurs a few times in it; on a tiny vocabulary a
+full batch would step each vector by hundreds of summed gradients at once and the vectors collapse."""
+
+
 @dataclass(frozen=True)
 class SGNSConfig:
     """Training settings, named as in word2vec and gensim."""
@@ -127,6 +133,7 @@ def train_sgns(corpus: Encoded, config: SGNSConfig, progress: bool = True) -> tu
     scale = corpus.raw_tokens / len(corpus.ids)  # raw words each kept token stands for, for lr and progress
     stats, done, start = TrainStats(words=total), 0.0, time.perf_counter()
     spans, lr = chunks(corpus.sentence, CHUNK_TOKENS), config.alpha
+    batch_size = min(config.batch_size, MAX_BATCH_PER_WORD * size)
     with tqdm(total=total, unit=" words", unit_scale=True, desc="sgns", disable=not progress) as bar:
         for _ in range(config.epochs):
             loss, pairs = 0.0, 0
@@ -142,11 +149,11 @@ def train_sgns(corpus: Encoded, config: SGNSConfig, progress: bool = True) -> tu
                 )
                 centers_t = torch.from_numpy(centers.astype(np.int64))
                 words = (end - begin) * scale
-                batches = range(0, len(centers), config.batch_size)
+                batches = range(0, len(centers), batch_size)
                 for k, b in enumerate(batches):
                     at = done + words * k / max(len(batches), 1)
                     lr = config.alpha * max(1 - at / total, 1e-4)
-                    sl = slice(b, b + config.batch_size)
+                    sl = slice(b, b + batch_size)
                     loss += sgd_step(w_in, w_out, centers_t[sl], targets[sl], lr)
                 pairs += len(centers)
                 done += words
