@@ -3,6 +3,8 @@ exact; the scores follow gensim's rules (checked against scipy, hand counts and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -200,7 +202,13 @@ def _pairs(path):
 
 def test_scores_match_gensim(tmp_path) -> None:
     from gensim.models import KeyedVectors
+    from gensim.test.utils import datapath
 
+    from tinylm.vectors.evaluate import reference_file
+
+    assert reference_file("questions-words.txt") == Path(
+        datapath("questions-words.txt")
+    )  # found, not imported
     vectors, questions, wordsim = planted_analogies(tmp_path)
     kv = KeyedVectors(vectors.dim)
     kv.add_vectors(vectors.words, vectors.vectors)
