@@ -114,6 +114,8 @@ def test_analogy_is_3cosadd_without_the_query_words() -> None:
     assert best == "queen" and score == pytest.approx(vectors.unit[3] @ target / np.linalg.norm(target))
     # b - a + c is c itself here; the answer must still be another word
     assert [w for w, _ in vectors.analogy("king", "king", "queen", k=5)] == ["woman", "man", "apple"]
+    # only the first three words may answer; apple (a query word) is beyond them
+    assert [w for w, _ in vectors.analogy("man", "king", "apple", k=5, limit=3)] == ["woman"]
     assert vectors.neighbours("king", 1)[0][0] in {"man", "queen"}
     assert vectors.similarity("man", "woman") == pytest.approx(0.0)
     assert vectors.lookup("KING") == 2

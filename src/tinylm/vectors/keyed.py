@@ -90,8 +90,9 @@ class WordVectors:
             raise TinyLMError(f"k must be a positive integer, got {k}")
         norm = np.linalg.norm(target)
         scores = self.unit[:limit] @ (target / norm if norm > 0 else target)
-        scores[[i for i in exclude if i < len(scores)]] = -np.inf
-        top = np.argsort(-scores, kind="stable")[: min(k, len(scores) - len(exclude))]
+        excluded = [i for i in exclude if i < len(scores)]
+        scores[excluded] = -np.inf
+        top = np.argsort(-scores, kind="stable")[: min(k, len(scores) - len(excluded))]
         return [(self.words[i], float(scores[i])) for i in top]
 
     def neighbours(self, word: str, k: int = 10) -> list[tuple[str, float]]:
