@@ -105,6 +105,25 @@ COMMANDS: dict[str, Command] = {
         "Score a model on a task's held-out prompts: mean reward, the task's metrics, KL to a reference.",
         positional=True,
     ),
+    "vectors train": Command(
+        "tinylm.vectors.cli:train_vectors",
+        "Train word vectors (word2vec skip-gram with negative sampling) on a corpus.",
+    ),
+    "vectors neighbours": Command(
+        "tinylm.vectors.cli:vectors_neighbours",
+        "Print the words nearest to WORD (cosine similarity) in word vectors or a model's embeddings.",
+        positional=True,
+    ),
+    "vectors analogy": Command(
+        "tinylm.vectors.cli:vectors_analogy",
+        'Print answers to "A is to B as C is to ?" (the words nearest to B - A + C, the three excluded).',
+        positional=True,
+    ),
+    "vectors eval": Command(
+        "tinylm.vectors.cli:vectors_eval",
+        "Score word vectors (or a model's embeddings) on WordSim-353 (Spearman) and the Google analogies.",
+        positional=True,
+    ),
     "reward train": Command(
         "tinylm.train.stages.reward:reward_train",
         "Train a reward model on preference pairs with the Bradley–Terry loss; report held-out pairwise accuracy.",
@@ -149,6 +168,7 @@ GROUPS: dict[str, str] = {
     "import": "Import models from Hugging Face directories and GGUF files.",
     "export": "Export tinylm checkpoints to Hugging Face directories.",
     "eval": "Score models: bits per byte, tasks.",
+    "vectors": "Word vectors: train word2vec, nearest neighbours, analogies, scores; also a model's embeddings.",
     "reward": "Reward models: train on preference pairs, score conversations.",
     "ngram": "N-gram language models: train (modified Kneser-Ney and others), score, sample, export ARPA.",
 }
