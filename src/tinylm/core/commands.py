@@ -44,6 +44,10 @@ COMMANDS: dict[str, Command] = {
         "tinylm.data.shards:prepare_shards",
         "Tokenise a corpus into train / validation token shards for pretraining and evaluation.",
     ),
+    "data clean": Command(
+        "tinylm.data.clean.run:clean_corpus",
+        "Clean a corpus before tokenising: normalise, filter by quality and language, scrub PII, deduplicate.",
+    ),
     "data make": Command(
         "tinylm.tasks.make:make_task",
         "Build task data from real corpora (poems, preferences, sentiment-zh, sentiment-en, kjv, arithmetic).",
@@ -164,7 +168,7 @@ COMMANDS: dict[str, Command] = {
 
 GROUPS: dict[str, str] = {
     "tokenizer": "Train byte-level BPE tokenizers.",
-    "data": "Embedded corpora, token shards and task data.",
+    "data": "Embedded corpora, cleaning, token shards and task data.",
     "import": "Import models from Hugging Face directories and GGUF files.",
     "export": "Export tinylm checkpoints to Hugging Face directories.",
     "eval": "Score models: bits per byte, tasks.",
