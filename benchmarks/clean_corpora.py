@@ -21,7 +21,7 @@ from cli_steps import run
 
 from tinylm.io import read_json
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CORPORA = {
     "tang": (DATA / "zh" / "tang_poems.jsonl", r"{title}\n{paragraphs}"),
     "song_ci": (DATA / "zh" / "song_ci.jsonl", r"{rhythmic}\n{paragraphs}"),

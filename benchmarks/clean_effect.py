@@ -27,7 +27,7 @@ from tinylm.data.jsonl import jsonl_rows
 from tinylm.data.readers import read_file
 from tinylm.eval.bpb import eval_bpb
 
-TANG = Path("/work/shared/data/zh/tang_poems.jsonl")
+TANG = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh" / "tang_poems.jsonl"
 TEMPLATE = r"{title}\n{paragraphs}"
 
 

@@ -34,7 +34,7 @@ from tinylm.ime.lattice import characters, phrases
 from tinylm.ime.model import clauses, is_chinese
 from tinylm.ngram import train_ngram
 
-DATA = Path("/work/shared/data/zh")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh"
 COMMAND = "python benchmarks/ime_accuracy.py " + " ".join(sys.argv[1:])
 PUNCTUATION = re.compile(r"[\s，。！？、；：,.!?;:…~～“”‘’\"'（）()《》【】\[\]<>—\-]+")
 
