@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from tinylm.cli import main
+from tinylm.data import CORPORA
 from tinylm.errors import TinyLMError
 from tinylm.ime.cli import Composer
 from tinylm.ime.decode import InputMethod, NeuralScorer, beam_search, rescore, sentence_score, viterbi
@@ -26,16 +28,14 @@ from tinylm.ime.syllables import read_pinyin, syllables
 from tinylm.infer.scoring import token_logprobs
 from tinylm.ngram import NGramLM, train_ngram
 
-DATA = Path("/work/shared/data/zh")
-
 
 @pytest.fixture(scope="module")
 def poem_lm(tmp_path_factory) -> tuple[NGramLM, Path]:
     """A character trigram model of Tang-300 and the first 2,000 Tang poems (a few seconds), and where it is
     saved. Tang-300 holds 静夜思 as 床前明月光."""
     texts = []
-    for name, limit in (("tang300.jsonl", None), ("tang_poems.jsonl", 2000)):
-        with open(DATA / name, encoding="utf-8") as f:
+    for name, limit in (("tang300", None), ("tang", 2000)):
+        with lzma.open(CORPORA[name].path, "rt", encoding="utf-8") as f:  # the embedded copies
             texts += ["".join(json.loads(line)["paragraphs"]) for line in itertools.islice(f, limit)]
     lm = train_ngram(clauses(texts), order=3)
     out = tmp_path_factory.mktemp("ime") / "poems-3gram"

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from tinylm.cli import main
+from tinylm.data import CORPORA
+from tinylm.data.readers import read_text
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.ngram import NGramLM, train_ngram
@@ -19,19 +21,10 @@ from tinylm.ngram.arpa import ngram_tokens, read_arpa, write_arpa
 from tinylm.ngram.counts import count_ngrams, sentence_stream
 from tinylm.ngram.smoothing import METHODS, adjusted_counts, kenlm_discounts
 
-PLAYS = Path("/work/shared/data/en/shakespeare_plays.txt")
-
 
 def word_lines(chars: int, skip: int = 0) -> list[list[str]]:
-    """Lines of Shakespeare as words and punctuation, from a slice of the shared (or embedded) text."""
-    if PLAYS.is_file():
-        text = PLAYS.read_text(encoding="utf-8")
-    else:
-        from tinylm.data import CORPORA
-        from tinylm.data.readers import read_text
-
-        text = read_text(CORPORA["shakespeare"].path)
-    text = text[skip : skip + chars]
+    """Lines of Shakespeare as words and punctuation, from a slice of the embedded plays."""
+    text = read_text(CORPORA["shakespeare"].path)[skip : skip + chars]
     return [re.findall(r"\w+|[^\w\s]", line) for line in text.splitlines() if line.strip()]
 
 
