@@ -17,7 +17,7 @@ LAYERS = [
     ["models"],
     ["infer"],
     ["eval", "interop"],
-    ["train"],
+    ["train", "scaling"],
     ["serve"],
     ["core"],
     ["cli", "pipeline", "__init__"],

@@ -120,6 +120,18 @@ COMMANDS: dict[str, Command] = {
         "tinylm.train.stages.grpo:grpo",
         "Align a model with GRPO on a verifiable reward: group sampling, group-normalised advantages, KL to reference.",
     ),
+    "scaling sweep": Command(
+        "tinylm.scaling.cli:scaling_sweep",
+        "Pretrain a grid of model sizes × budgets (IsoFLOP or steps), one row of loss, size and compute per run.",
+    ),
+    "scaling fit": Command(
+        "tinylm.scaling.cli:scaling_fit",
+        "Fit L(N, D) = E + A/N^α + B/D^β (Chinchilla approach 3) and the IsoFLOP parabolas (approach 2) to a sweep.",
+    ),
+    "scaling predict": Command(
+        "tinylm.scaling.cli:scaling_predict",
+        "Predict a run's loss from a fitted law, or the compute-optimal size and data for a FLOP budget.",
+    ),
 }
 
 GROUPS: dict[str, str] = {
@@ -129,6 +141,7 @@ GROUPS: dict[str, str] = {
     "export": "Export tinylm checkpoints to Hugging Face directories.",
     "eval": "Score models: bits per byte, tasks.",
     "reward": "Reward models: train on preference pairs, score conversations.",
+    "scaling": "Scaling laws: sweep sizes × budgets, fit L(N, D), predict bigger runs.",
 }
 """Help text of each group of two-word verbs (`tinylm data --help`)."""
 
