@@ -4,12 +4,15 @@ closed form are exact, and a real tiny sweep writes its rows, resumes and refuse
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
 from tinylm.cli import main
+from tinylm.data.bpe import train_tokenizer
+from tinylm.data.shards import prepare_shards
 from tinylm.errors import TinyLMError
 from tinylm.scaling.fit import Law, fit_law, isoflop_profile, power_law
 from tinylm.scaling.predict import predict
@@ -113,3 +116,76 @@ def test_rows_of_different_tokenizers_are_refused(tmp_path, jsonl):
     jsonl(tmp_path / "runs.jsonl", rows)
     with pytest.raises(TinyLMError, match="different tokenizers"):
         read_rows(tmp_path)
+
+
+SWEEP = ["--sizes", "[32x1, 64x1]", "--head_dim", "32", "--context", "32"]
+SWEEP += ["--train.batch_size", "4", "--train.warmup_steps", "1", "--train.eval_every", "0"]
+SWEEP += ["--train.eval_batches", "1", "--train.device", "cpu", "--train.log_every", "1"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_real_sweep_writes_its_rows_and_resumes(tiny_shards_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    budgets = ["--flops", "[2e8, 4e8]"]
+    assert (
+        main(["scaling", "sweep", "--shards", str(tiny_shards_dir), "--out", str(out), *SWEEP, *budgets]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "4 runs (0 already finished)" in printed and "run 4/4" in printed and "left at" in printed
+    rows = read_rows(out)
+    assert len(rows) == 4 and {r["budget_flops"] for r in rows} == {2e8, 4e8}
+    for r in rows:
+        assert r["tokens"] == r["steps"] * 4 * 32 and r["flops"] == r["tokens"] * r["flops_per_token"]
+        assert abs(r["flops"] - r["budget_flops"]) <= r["flops_per_token"] * 4 * 32 / 2  # within half a step
+        assert r["val_loss"] > 0 and r["val_bpb"] > 0 and r["n_params_non_embedding"] < r["n_params"]
+    assert (out / "runs.csv").read_text().splitlines()[0].startswith("name,family,")
+    small = next(r for r in rows if r["name"] == "d32-l1_C2e08")
+    assert small["d_model"] == 32 and small["n_head"] == 1
+    assert (out / "runs" / small["name"] / "model" / "model.safetensors").is_file()
+
+    metrics = {r["name"]: (out / "runs" / r["name"] / "metrics.jsonl").read_text() for r in rows}
+    assert (
+        main(["scaling", "sweep", "--shards", str(tiny_shards_dir), "--out", str(out), *SWEEP, *budgets]) == 0
+    )
+    assert "4 runs (4 already finished)" in capsys.readouterr().out
+    assert {r["name"]: (out / "runs" / r["name"] / "metrics.jsonl").read_text() for r in rows} == metrics
+
+    # A run trained on another tokenizer, dropped into the sweep, is refused by name.
+    foreign = out / "runs" / "foreign"
+    shutil.copytree(out / "runs" / small["name"], foreign)
+    row = json.loads((foreign / "scaling.json").read_text())
+    (foreign / "scaling.json").write_text(json.dumps({**row, "name": "foreign", "tokenizer_hash": "0" * 64}))
+    assert (
+        main(["scaling", "sweep", "--shards", str(tiny_shards_dir), "--out", str(out), *SWEEP, *budgets]) == 2
+    )
+    assert "foreign" in capsys.readouterr().err
+
+
+def test_a_sweep_on_another_tokenizer_is_refused(tiny_corpus_dir, tiny_shards_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["scaling", "sweep", "--out", str(out), *SWEEP, "--steps", "[2]"]
+    assert main([*args, "--shards", str(tiny_shards_dir), "--sizes", "[32x1]"]) == 0
+    other = tmp_path / "other_tokenizer"
+    train_tokenizer(str(tiny_corpus_dir), str(other), vocab_size=512)
+    prepare_shards(str(tiny_corpus_dir), str(other), str(tmp_path / "other_shards"), workers=1)
+    capsys.readouterr()
+    assert main([*args, "--shards", str(tmp_path / "other_shards")]) == 2
+    assert "tokenizer_hash" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (["--flops", "[1e9]", "--steps", "[2]"], "either --flops (IsoFLOP) or --steps"),
+        (["--steps", "[0, 2]"], "steps: expected distinct positive budgets"),
+        (["--flops", "[1]"], "is less than one step of size d32-l1"),
+        (["--steps", "[1]"], "train.warmup_steps=1 is not below the 1 steps"),
+        (["--steps", "[2]", "--sizes", "[12y3]"], "size '12y3': expected D_MODELxN_LAYER"),
+        (["--steps", "[2]", "--sizes", "[48x1]"], "d_model 48 is not a multiple of head_dim 32"),
+    ],
+)
+def test_bad_grids_exit_2(grid, message, tiny_shards_dir, tmp_path, capsys):
+    argv = ["scaling", "sweep", "--shards", str(tiny_shards_dir), "--out", str(tmp_path / "s"), *SWEEP, *grid]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

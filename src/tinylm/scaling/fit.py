@@ -184,7 +184,9 @@ def fit_law(
             for alpha, beta, e, a, b in itertools.product(*(g[k] for k in ("alpha", "beta", "e", "a", "b")))
         ]
     )
-    with np.errstate(over="ignore", invalid="ignore"):  # far-off starts overflow; their runs fall back or stop
+    with np.errstate(
+        over="ignore", invalid="ignore"
+    ):  # far-off starts overflow; their runs fall back or stop
         ends = batched_lbfgs(lambda x: _objective(x, *args), starts)
     values, _ = _objective(ends, *args)
     best = None

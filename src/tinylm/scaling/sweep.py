@@ -146,10 +146,10 @@ def run_sweep(
     if len(data.split("val")) <= context:
         raise TinyLMError(f"{shards}: the validation split has fewer than context={context} tokens to score")
     runs = plan_runs(sizes, flops, steps, common or {}, head_dim, tok.vocab_size, context, train)
-    shared = {
+    shared = {  # the tokenizer first: a sweep on another one is refused by that name
+        "tokenizer_hash": tok.hash,
         "shards": str(Path(shards).resolve()),
         "tokenizer": str(tokenizer_dir.resolve()),
-        "tokenizer_hash": tok.hash,
         "context": context,
         "head_dim": head_dim,
         "common": common or {},
