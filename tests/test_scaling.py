@@ -51,7 +51,7 @@ def test_isoflop_parabola_minimum_is_exact_on_noiseless_data():
     profile = isoflop_profile(1e15, n, d, loss)
     assert profile.n_opt == pytest.approx(np.exp(x0), rel=1e-9)
     assert profile.d_opt == pytest.approx(1e15 / (6 * np.exp(x0)), rel=1e-9)
-    assert profile.loss_opt == pytest.approx(2.5, rel=1e-12)
+    assert profile.loss_opt == pytest.approx(2.5, rel=1e-12) and profile.interior
     assert power_law([1e15, 1e16, 1e17], [2e6, 2e6 * 10**0.5, 2e7])[0] == pytest.approx(0.5)
     with pytest.raises(TinyLMError, match="no minimum"):
         isoflop_profile(1e15, n, d, -loss)

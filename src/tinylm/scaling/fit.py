@@ -212,6 +212,8 @@ class IsoFlop:
     loss_opt: float
     coefficients: tuple[float, float, float]
     """Loss = c0·x² + c1·x + c2 with x = ln N."""
+    interior: bool
+    """N_opt lies within the sizes the budget trained; outside, it is an extrapolation of the parabola."""
 
 
 def parabola_minimum(
@@ -233,7 +235,8 @@ def isoflop_profile(budget: float, n: Sequence[float], d: Sequence[float], loss:
         raise TinyLMError(f"budget {budget:.3g}: an IsoFLOP parabola needs at least 3 sizes, got {len(loss)}")
     x_n, loss_opt, coefficients = parabola_minimum(np.log(n), loss)
     x_d, _, _ = parabola_minimum(np.log(d), loss)
-    return IsoFlop(float(budget), math.exp(x_n), math.exp(x_d), loss_opt, coefficients)
+    interior = bool(min(n) <= math.exp(x_n) <= max(n))
+    return IsoFlop(float(budget), math.exp(x_n), math.exp(x_d), loss_opt, coefficients, interior)
 
 
 def power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

@@ -215,7 +215,8 @@ def _row(run: PlannedRun, results: dict[str, Any], shared: dict[str, Any]) -> di
 
 def collect_rows(out: Path) -> list[dict[str, Any]]:
     """The rows of every finished run under `out/runs`, checked to share one tokenizer and one data set."""
-    rows = [read_json(p) for p in sorted((out / "runs").glob("*/scaling.json"))]
+    rows = [read_json(p) for p in (out / "runs").glob("*/scaling.json")]
+    rows.sort(key=lambda r: (r["budget_flops"] or r["flops"], r["n_params"], r["name"]))
     check_comparable(rows, str(out))
     return rows
 
