@@ -16,7 +16,7 @@ from . import output_dir
 
 
 def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2) as a tinylm checkpoint.
+    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM) as a tinylm checkpoint.
 
     Args:
         src: Directory with config.json, model.safetensors (or shards with an index) and tokenizer files.
@@ -34,7 +34,7 @@ def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwr
 
 
 def export_hf(ckpt: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder).
+    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder, AutoModelForMaskedLM for an encoder).
 
     Args:
         ckpt: tinylm checkpoint directory.

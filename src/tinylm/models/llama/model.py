@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import TinyLMError
 from ..base import Backbone
 from ..components.attention import Attention, causal_mask
 from ..components.cache import KVCache
@@ -40,6 +41,11 @@ class Llama(Backbone):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.position != "rope" or config.type_vocab_size:
+            raise TinyLMError(
+                f"the llama family has rotary positions and no token types; got model.position="
+                f"{config.position}, model.type_vocab_size={config.type_vocab_size}"
+            )
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)

@@ -1,0 +1,36 @@
+"""Sentence embeddings from any model's final hidden states: mean over the real tokens, then unit length.
+
+This is what sentence-transformers computes for all-MiniLM-L6-v2 (`Pooling(mean)` + `Normalize`), so an
+imported MiniLM gives its embeddings; it works on every `Backbone`, whose `hidden()` it reads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.base import Backbone
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, d): the mean of `hidden` (B, T, d) over the positions where `attention_mask` (B, T) is 1."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+@torch.no_grad()
+def embed_texts(
+    model: Backbone, tokenizer, texts: list[str], batch_size: int = 32, max_length: int | None = None
+) -> torch.Tensor:
+    """Unit-length embeddings (len(texts), d_model) of `texts`, each framed as the tokenizer frames a text
+    ([CLS] ... [SEP] for BERT) and cut to `max_length` tokens (default: the model's context)."""
+    model.eval()
+    limit = min(max_length or model.config.max_seq_len, model.config.max_seq_len)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        rows = [tokenizer.encode(t, frame=True, max_length=limit) for t in texts[start : start + batch_size]]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [tokenizer.pad_id] * (width - len(r)) for r in rows], device=model.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+        out.append(F.normalize(mean_pool(model.hidden(ids, attention_mask=mask).float(), mask), dim=-1))
+    return torch.cat(out) if out else torch.empty(0, model.config.d_model)
