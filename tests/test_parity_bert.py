@@ -26,7 +26,7 @@ def random_bert(**overrides):
     torch.manual_seed(0)
     model = build_model(ModelConfig(**{**SHAPE, **overrides})).eval()
     with torch.no_grad():  # non-trivial norms and biases, so a swapped name would show
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     return model
@@ -81,7 +81,13 @@ def test_logits_and_loss_match_transformers_on_a_padded_batch_with_token_types()
 
 
 def test_param_counts_match_the_built_model():
-    for overrides in ({}, {"type_vocab_size": 0}, {"position": "rope"}, {"tie_embeddings": False}):
+    for overrides in (
+        {},
+        {"pooler": True},
+        {"type_vocab_size": 0},
+        {"position": "rope"},
+        {"tie_embeddings": False},
+    ):
         model = random_bert(**overrides)
         counts = param_counts(model.config)
         assert counts.total == model.num_params()
@@ -89,7 +95,7 @@ def test_param_counts_match_the_built_model():
 
 
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path):
-    ours = random_bert()
+    ours = random_bert(pooler=True)
     save_model(ours, tmp_path / "ckpt")
     export_hf(str(tmp_path / "ckpt"), out=str(tmp_path / "hf"))
     hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
@@ -122,6 +128,7 @@ def test_import_of_a_transformers_masked_lm_matches_it(tmp_path):
     import_hf(str(tmp_path / "src"), out=str(tmp_path / "ckpt"))
     ours = load_model(tmp_path / "ckpt")
     assert ours.config.mlp == "gelu" and ours.config.type_vocab_size == 3 and ours.config.d_ff == 64
+    assert not ours.config.pooler  # BertForMaskedLM has none
     ids, mask, types, _ = padded_batch(97)
     types[:, 9:] = 2
     real = mask.bool()
@@ -177,6 +184,7 @@ def test_minilm_imports_and_matches_transformers_hidden_states_and_embeddings(mi
     import_hf(str(minilm), out=str(tmp_path / "minilm"))
     assert "freshly initialised" in capsys.readouterr().err  # a BertModel has no MLM head
     ours, tok = load_model(tmp_path / "minilm"), Tokenizer.load(tmp_path / "minilm")
+    assert ours.config.pooler  # a BertModel's pooler comes along
     ref = transformers.BertModel.from_pretrained(minilm, local_files_only=True).eval()
     batch = transformers.AutoTokenizer.from_pretrained(minilm)(MIXED, padding=True, return_tensors="pt")
     real = batch.attention_mask.bool()

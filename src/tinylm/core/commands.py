@@ -73,6 +73,10 @@ COMMANDS: dict[str, Command] = {
         "Print a model's config, parameter counts and training FLOPs per token.",
         positional=True,
     ),
+    "embed": Command(
+        "tinylm.infer.embed:embed",
+        "Embed texts as unit vectors (mean-pooled final hidden states), one JSON line per text.",
+    ),
     "generate": Command(
         "tinylm.infer.generate:generate",
         "Generate text from a checkpoint, for one prompt or a file of prompts.",

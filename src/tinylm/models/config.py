@@ -46,6 +46,9 @@ class ModelConfig:
     """Positions: rotary (default) or a learned absolute table of max_seq_len rows (bert's default)."""
     type_vocab_size: int | None = None
     """Token-type (segment) embeddings added to the input, BERT's sentence A / B; default 0 (none), bert 2."""
+    pooler: bool | None = None
+    """BERT's pooler (dense + tanh on the first token) for sentence-level heads; MLM never trains it, so
+    default false; true when imported from a checkpoint that has one (BertModel)."""
     norm: Literal["rmsnorm", "layernorm"] | None = None
     """Default rmsnorm; bert layernorm."""
     norm_eps: float | None = None
@@ -144,6 +147,7 @@ DEFAULTS: dict[str, Any] = dict(
     max_seq_len=256,
     position="rope",
     type_vocab_size=0,
+    pooler=False,
     rope_theta=10000.0,
     norm="rmsnorm",
     norm_eps=1e-5,

@@ -23,7 +23,8 @@ def param_counts(config: ModelConfig) -> ParamCounts:
     positions = config.max_seq_len * d if config.position == "learned" else 0
     embeddings = positions + config.type_vocab_size * d + norm
     head = d * d + d + norm + V
-    blocks = config.n_layer * (attn + mlp + 2 * norm) + embeddings + (d * d + d) + head
+    pooler = d * d + d if config.pooler else 0
+    blocks = config.n_layer * (attn + mlp + 2 * norm) + embeddings + pooler + head
     untied = 0 if config.tie_embeddings else V * d
     return ParamCounts(embedding=V * d, lm_head=V * d, blocks=blocks + untied, tied=True)
 
@@ -45,6 +46,6 @@ FAMILY = Family(
     hf_architecture=hf_architecture,
     hf_base_prefix="bert.",
     hf_optional=("lm_head.", "pooler."),
-    hf_ignored=("cls.seq_relationship.", "cls.predictions.decoder.bias"),
+    hf_ignored=("cls.seq_relationship.", "cls.predictions.decoder.bias", "bert.pooler."),
     generates=False,
 )

@@ -124,9 +124,13 @@ def from_hf_config(hf: dict[str, Any], source: str) -> ModelConfig:
         )
     except KeyError as e:
         raise TinyLMError(f"{source}: missing field {e.args[0]!r}") from None
+    # BertModel (and its task classes) build a pooler, BertForMaskedLM does not; checkpoints of the latter
+    # may still carry one, which is then skipped.
+    pooler = hf.get("architectures", ["BertModel"])[0] != "BertForMaskedLM"
     return ModelConfig(
         family="bert",
         **fields,
+        pooler=pooler,
         mlp=_ACTS[act],
         max_seq_len=hf.get("max_position_embeddings", 512),
         type_vocab_size=hf.get("type_vocab_size", 2),

@@ -2,7 +2,7 @@
 
 Word + learned absolute position + token-type embeddings, LayerNorm; post-LayerNorm blocks (bidirectional
 self-attention over the real tokens, then a GELU MLP, each added to the residual stream and normalised);
-a pooler (dense + tanh on the first token) and the MLM head (dense + GELU + LayerNorm, then a decoder
+an optional pooler (dense + tanh on the first token) and the MLM head (dense + GELU + LayerNorm, then a decoder
 tied to the word embedding, with a bias). It computes what `transformers.BertForMaskedLM` computes.
 
 `norm` is an Identity: post-LN normalises inside each block, so nothing stands between the last block
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import TinyLMError
 from ..base import Backbone, kept
 from ..components.attention import Attention, padding_mask
 from ..components.init import init_weights
@@ -83,7 +84,7 @@ class Bert(Backbone):
         self.embed_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c, i) for i in range(c.n_layer))
         self.norm = nn.Identity()
-        self.pooler = Pooler(c.d_model)
+        self.pooler = Pooler(c.d_model) if c.pooler else None
         self.lm_head = MLMHead(c)
         init_weights(self, c.init_std, c.n_layer, residual=())
         if c.tie_embeddings:
@@ -136,5 +137,7 @@ class Bert(Backbone):
         return self.lm_head(kept(h, keep))
 
     def pooled(self, h: torch.Tensor) -> torch.Tensor:
-        """The pooler's output (B, d_model) for hidden states `h`."""
+        """The pooler's output (B, d_model) for hidden states `h` (a model built with `pooler`)."""
+        if self.pooler is None:
+            raise TinyLMError("this bert model has no pooler (model.pooler=false)")
         return self.pooler(h)

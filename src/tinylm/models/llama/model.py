@@ -41,10 +41,10 @@ class Llama(Backbone):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.position != "rope" or config.type_vocab_size:
+        if config.position != "rope" or config.type_vocab_size or config.pooler:
             raise TinyLMError(
-                f"the llama family has rotary positions and no token types; got model.position="
-                f"{config.position}, model.type_vocab_size={config.type_vocab_size}"
+                f"the llama family has rotary positions, no token types and no pooler; got model.position="
+                f"{config.position}, model.type_vocab_size={config.type_vocab_size}, model.pooler={config.pooler}"
             )
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
