@@ -67,6 +67,9 @@ class ModelConfig:
     """Default 0."""
     init_std: float | None = None
     """Default 0.02."""
+    prefix_lm: bool | None = None
+    """A prefix LM (UniLM): the prompt is read bidirectionally, the continuation causally; default false.
+    Training passes the prefix lengths; in generation the prompt is the prefix."""
 
     def __post_init__(self) -> None:
         base = {
@@ -157,6 +160,7 @@ DEFAULTS: dict[str, Any] = dict(
     tie_embeddings=True,
     dropout=0.0,
     init_std=0.02,
+    prefix_lm=False,
 )
 """The value of every field that neither the user, a preset nor the family sets (n_kv_head and d_ff are
 derived)."""

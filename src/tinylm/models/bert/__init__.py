@@ -48,4 +48,5 @@ FAMILY = Family(
     hf_optional=("lm_head.", "pooler."),
     hf_ignored=("cls.seq_relationship.", "cls.predictions.decoder.bias", "bert.pooler."),
     generates=False,
+    objective="mlm",
 )

@@ -99,11 +99,16 @@ class Bert(Backbone):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache=None,
+        prefix: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The last block's states (B, T, d_model); `token_type_ids` (B, T) default to 0 (sentence A)."""
         if cache is not None:
             require_generative(self.config, "incremental decoding")
+        if prefix is not None:
+            raise TinyLMError(
+                "a prefix was given to an encoder, which reads every position both ways already"
+            )
         B, T = input_ids.shape
         if position_ids is None:
             if attention_mask is not None:
@@ -130,10 +135,11 @@ class Bert(Backbone):
         position_ids: torch.Tensor | None = None,
         cache=None,
         keep: int | torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """MLM logits at every position, or only at the kept ones (see `Backbone.forward`)."""
-        h = self.hidden(input_ids, attention_mask, position_ids, cache, token_type_ids)
+        h = self.hidden(input_ids, attention_mask, position_ids, cache, prefix, token_type_ids)
         return self.lm_head(kept(h, keep))
 
     def pooled(self, h: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,9 @@ from torch import nn
 from ...data.chat import IGNORE
 from ...data.shards import RandomWindows, sequential_windows
 from ...errors import TinyLMError
+from ...models import ModelConfig, model_flops_per_token
+from ..loop import Objective
+from .pretraining import PretrainData, Pretraining
 
 
 class Masker:
@@ -139,3 +142,21 @@ def heldout_mlm(
         masked_batch(x, masker, np.random.default_rng([seed, j, 2])) for j, (x, _) in enumerate(windows)
     )
     return _scores(model, batches, device)
+
+
+def mlm_pretraining(config: ModelConfig, data: PretrainData) -> Pretraining:
+    """Masked-token prediction on random windows; scored by the masked-token loss and accuracy over the
+    whole validation split, with fixed masks, at the end."""
+    masker = Masker(data.tokenizer)
+    windows = MaskedWindows(data.train, data.context, data.batch_size, masker, seed=data.seed)
+    evaluate = None
+    if data.val is not None and data.eval_batches:
+        evaluate = masked_window_loss(
+            data.val, data.context, data.batch_size, data.eval_batches, masker, data.seed + 1, data.device
+        )
+
+    def final(model: nn.Module) -> dict[str, float]:
+        return heldout_mlm(model, data.val, data.context, data.batch_size, masker, data.seed, data.device)
+
+    objective = Objective(windows.batch, mlm_loss, evaluate, model_flops_per_token(config, data.context))
+    return Pretraining(config, objective, final, generates=False)
