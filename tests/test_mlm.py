@@ -54,6 +54,34 @@ def test_whole_words_are_chosen_together(tiny_tokenizer_dir):
     assert words.any() and (words.all(-1) == words.any(-1)).all()
 
 
+def test_jieba_words_of_byte_level_tokens_are_masked_together(tiny_tokenizer_dir):
+    from tinylm.train.objectives.words import WordStarts
+
+    tok = Tokenizer.load(tiny_tokenizer_dir)
+    text = "床前明月光，疑是地上霜。举头望明月，低头思故乡。To be, or not to be"
+    ids = np.array([tok.encode(text)])
+    starts = WordStarts(tok)(ids)[0]
+    spelled = b"".join(tok.token_surfaces[i] for i in ids[0]).decode()
+    assert spelled == text
+    words, word = [], b""  # the token groups, spelled out
+    for i, start in zip(ids[0], starts, strict=True):
+        if start and word:
+            words.append(word.decode("utf-8", "replace"))
+            word = b""
+        word += tok.token_surfaces[i]
+    words.append(word.decode())
+    assert {"故乡", "举头", "望明月", " not"} <= set(words)  # jieba's words, whatever the BPE pieces
+    assert len(words) < len(ids[0])
+    masker = Masker(tok, rate=0.5, whole_words=True)
+    _, labels = masker(np.repeat(ids, 20, axis=0), np.random.default_rng(0))
+    chosen = labels != IGNORE
+    groups = np.cumsum(starts) - 1
+    for row in chosen:  # a word's ordinary tokens are all chosen or none is
+        for g in range(groups[-1] + 1):
+            member = (groups == g) & ~np.isin(ids[0], sorted(tok.special_ids))
+            assert row[member].all() or not row[member].any()
+
+
 def test_a_batch_is_a_pure_function_of_its_index(tiny_tokenizer_dir):
     masker = Masker(Tokenizer.load(tiny_tokenizer_dir))
     tokens = np.random.default_rng(0).integers(10, 1000, size=5000).astype(np.uint16)
@@ -96,6 +124,15 @@ def test_pretrain_mlm_end_to_end_and_resume(tiny_shards_dir, tmp_path, capsys):
     assert main(["embed", "--model", str(out / "model"), "--text", "To be, or not to be"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert len(row["embedding"]) == 32 and abs(np.linalg.norm(row["embedding"]) - 1) < 1e-5
+
+
+def test_pretrain_with_whole_word_masking(tiny_shards_dir, tmp_path):
+    out = tmp_path / "wwm"
+    quick = [*QUICK, "--train.max_steps", "2", "--train.eval_every", "0"]
+    argv = ["pretrain", "--shards", str(tiny_shards_dir), "--out", str(out), *TINY_BERT, *quick]
+    assert main([*argv, "--objective", "mlm-wwm"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["objective"] == "mlm-wwm" and results["val_masked_tokens"] > 100
 
 
 def test_objectives_must_fit_the_family(tiny_shards_dir, tmp_path, capsys):

@@ -142,6 +142,24 @@ class Tokenizer:
         ids = {t["id"] for t in added if t.get("special")}
         return frozenset(ids | {self._tok.token_to_id(t) for t in named if t is not None})
 
+    @functools.cached_property
+    def token_surfaces(self) -> list[bytes]:
+        """What each id spells inside a text, as UTF-8 bytes: byte-level BPE's bytes; for WordPiece a piece
+        after a space, a "##" piece glued on, a CJK character (a word piece of its own) without a space."""
+        decoder = (json.loads(self._json).get("decoder") or {}).get("type")
+        tokens = [self._tok.id_to_token(i) or "" for i in range(self.vocab_size)]
+        if decoder == "ByteLevel":
+            inverse = {c: b for b, c in enumerate(_byte_alphabet())}
+            return [
+                bytes(inverse[c] for c in t) if all(c in inverse for c in t) else t.encode() for t in tokens
+            ]
+        if decoder == "WordPiece":
+            return [
+                (t[2:] if t.startswith("##") else t if len(t) == 1 and _is_cjk(t) else " " + t).encode()
+                for t in tokens
+            ]
+        return [t.replace("\u2581", " ").encode() for t in tokens]
+
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
@@ -183,6 +201,19 @@ class Tokenizer:
         return _compile_template(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt, **specials, **kwargs
         )
+
+
+def _byte_alphabet() -> list[str]:
+    """The character byte-level BPE writes for each byte 0..255 (GPT-2's printable stand-ins)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+def _is_cjk(char: str) -> bool:
+    return (
+        "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff" or "\U00020000" <= char <= "\U0002ffff"
+    )
 
 
 def _raise(message: str) -> None:

@@ -4,6 +4,8 @@ Of the tokens that are not special, 15 % are chosen; of those, 80 % become the m
 ordinary token and 10 % stay as they are, and only the chosen ones carry a label. Special tokens (EOS /
 [SEP] between documents, [CLS], padding) are never chosen and never drawn as replacements. A batch's masks
 are drawn from a generator seeded by (seed, index), so batch i is a pure function of i, as the loop needs.
+`mlm-wwm` chooses whole words instead (`words.WordStarts`: jieba's words for Chinese), so a model cannot
+recover a masked character from the rest of its word.
 
 Windows are cut from token shards as in causal pretraining: documents are packed, separated by EOS, and a
 window's attention spans the documents in it (RoBERTa's "full sentences").
@@ -24,17 +26,24 @@ from ...errors import TinyLMError
 from ...models import ModelConfig, model_flops_per_token
 from ..loop import Objective
 from .pretraining import PretrainData, Pretraining
+from .words import WordStarts
 
 
 class Masker:
     """BERT's masking of token-id arrays, for a tokenizer's mask token and special tokens.
 
-    `rate` of the maskable tokens are chosen; each chosen one becomes the mask token with probability
-    `mask_share`, a random ordinary token with `random_share`, and stays itself otherwise.
+    `rate` of the maskable tokens (or of the words, with `whole_words`) are chosen; each chosen token
+    becomes the mask token with probability `mask_share`, a random ordinary token with `random_share`, and
+    stays itself otherwise.
     """
 
     def __init__(
-        self, tokenizer, rate: float = 0.15, mask_share: float = 0.8, random_share: float = 0.1
+        self,
+        tokenizer,
+        rate: float = 0.15,
+        mask_share: float = 0.8,
+        random_share: float = 0.1,
+        whole_words: bool = False,
     ) -> None:
         if tokenizer.mask_id is None:
             raise TinyLMError(
@@ -52,14 +61,18 @@ class Masker:
         self.special = np.zeros(tokenizer.vocab_size, dtype=bool)
         self.special[sorted(tokenizer.special_ids)] = True
         self.ordinary = np.flatnonzero(~self.special)
+        self.words = WordStarts(tokenizer) if whole_words else None
 
     def __call__(
         self, ids: np.ndarray, rng: np.random.Generator, word_starts: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, labels) for int ids (B, T): labels are the original id where chosen, IGNORE elsewhere.
 
-        With `word_starts` (B, T, True at the first token of each word), whole words are chosen together.
+        With `word_starts` (B, T, True at the first token of each word; found with jieba when the masker
+        masks `whole_words`), whole words are chosen together.
         """
+        if word_starts is None and self.words is not None:
+            word_starts = self.words(ids)
         draw = rng.random(ids.shape)
         if word_starts is not None:  # every token takes the draw of its word's first token
             cols = np.where(word_starts, np.arange(ids.shape[1]), 0)
@@ -144,10 +157,10 @@ def heldout_mlm(
     return _scores(model, batches, device)
 
 
-def mlm_pretraining(config: ModelConfig, data: PretrainData) -> Pretraining:
+def mlm_pretraining(config: ModelConfig, data: PretrainData, whole_words: bool = False) -> Pretraining:
     """Masked-token prediction on random windows; scored by the masked-token loss and accuracy over the
     whole validation split, with fixed masks, at the end."""
-    masker = Masker(data.tokenizer)
+    masker = Masker(data.tokenizer, whole_words=whole_words)
     windows = MaskedWindows(data.train, data.context, data.batch_size, masker, seed=data.seed)
     evaluate = None
     if data.val is not None and data.eval_batches:
@@ -160,3 +173,8 @@ def mlm_pretraining(config: ModelConfig, data: PretrainData) -> Pretraining:
 
     objective = Objective(windows.batch, mlm_loss, evaluate, model_flops_per_token(config, data.context))
     return Pretraining(config, objective, final, generates=False)
+
+
+def whole_word_mlm_pretraining(config: ModelConfig, data: PretrainData) -> Pretraining:
+    """`mlm_pretraining` masking whole words (jieba's, for Chinese) instead of single tokens."""
+    return mlm_pretraining(config, data, whole_words=True)

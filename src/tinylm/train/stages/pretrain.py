@@ -45,8 +45,8 @@ def pretrain(
         model: Model shape (`--model.preset 10m` starts from a preset); vocab_size follows the tokenizer.
         train: Optimizer, schedule, budget and bookkeeping.
         context: Training window length in tokens (default: model.max_seq_len).
-        objective: What to learn: clm (next token), prefix (prefix LM) or mlm (masked tokens, an encoder's);
-            default: the family's own.
+        objective: What to learn: clm (next token), prefix (prefix LM), mlm (masked tokens, an encoder's)
+            or mlm-wwm (masked whole words); default: the family's own.
         sample_prompt: Prompt of the text sample written at the end (empty: start a new document).
         sample_tokens: Length of that sample in tokens (0: no sample).
         overwrite: Replace an output directory that holds a different run.
