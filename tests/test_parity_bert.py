@@ -183,6 +183,10 @@ def test_minilm_imports_and_matches_transformers_hidden_states_and_embeddings(mi
 
     import_hf(str(minilm), out=str(tmp_path / "minilm"))
     assert "freshly initialised" in capsys.readouterr().err  # a BertModel has no MLM head
+    import_hf(str(minilm), out=str(tmp_path / "again"))
+    assert (tmp_path / "minilm" / "model.safetensors").read_bytes() == (
+        tmp_path / "again" / "model.safetensors"
+    ).read_bytes()  # and that head starts the same every time
     ours, tok = load_model(tmp_path / "minilm"), Tokenizer.load(tmp_path / "minilm")
     assert ours.config.pooler  # a BertModel's pooler comes along
     ref = transformers.BertModel.from_pretrained(minilm, local_files_only=True).eval()
