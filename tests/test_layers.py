@@ -16,7 +16,7 @@ LAYERS = [
     ["tasks"],
     ["models"],
     ["infer"],
-    ["eval", "interop"],
+    ["eval", "interop", "ngram", "ime", "vectors"],
     ["train"],
     ["serve"],
     ["core"],

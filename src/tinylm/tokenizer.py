@@ -147,7 +147,7 @@ class Tokenizer:
         """What each id spells inside a text, as UTF-8 bytes: byte-level BPE's bytes; for WordPiece a piece
         after a space, a "##" piece glued on, a CJK character (a word piece of its own) without a space."""
         decoder = (json.loads(self._json).get("decoder") or {}).get("type")
-        tokens = [self._tok.id_to_token(i) or "" for i in range(self.vocab_size)]
+        tokens = [self.id_to_token(i) or "" for i in range(self.vocab_size)]
         if decoder == "ByteLevel":
             inverse = {c: b for b, c in enumerate(_byte_alphabet())}
             return [
@@ -162,6 +162,10 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of an id (a byte-level one spells a space as Ġ), None outside the vocabulary."""
+        return self._tok.id_to_token(token_id)
 
     def encode(
         self, text: str, special: bool = True, frame: bool = False, max_length: int | None = None
