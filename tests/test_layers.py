@@ -17,7 +17,7 @@ LAYERS = [
     ["models"],
     ["infer"],
     ["eval", "interop", "ngram", "ime", "vectors"],
-    ["train"],
+    ["train", "scaling"],
     ["serve"],
     ["core"],
     ["cli", "pipeline", "__init__"],

@@ -168,6 +168,18 @@ COMMANDS: dict[str, Command] = {
         "tinylm.ngram.cli:ngram_export",
         "Write an n-gram model as an ARPA file (log10 probabilities and backoff weights) that KenLM loads.",
     ),
+    "scaling sweep": Command(
+        "tinylm.scaling.cli:scaling_sweep",
+        "Pretrain a grid of model sizes × budgets (IsoFLOP or steps), one row of loss, size and compute per run.",
+    ),
+    "scaling fit": Command(
+        "tinylm.scaling.cli:scaling_fit",
+        "Fit L(N, D) = E + A/N^α + B/D^β (Chinchilla approach 3) and the IsoFLOP parabolas (approach 2) to a sweep.",
+    ),
+    "scaling predict": Command(
+        "tinylm.scaling.cli:scaling_predict",
+        "Predict a run's loss from a fitted law, or the compute-optimal size and data for a FLOP budget.",
+    ),
 }
 
 GROUPS: dict[str, str] = {
@@ -179,6 +191,7 @@ GROUPS: dict[str, str] = {
     "vectors": "Word vectors: train word2vec, nearest neighbours, analogies, scores; also a model's embeddings.",
     "reward": "Reward models: train on preference pairs, score conversations.",
     "ngram": "N-gram language models: train (modified Kneser-Ney and others), score, sample, export ARPA.",
+    "scaling": "Scaling laws: sweep sizes × budgets, fit L(N, D), predict bigger runs.",
 }
 """Help text of each group of two-word verbs (`tinylm data --help`)."""
 
