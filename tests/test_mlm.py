@@ -156,10 +156,12 @@ def bert_checkpoint(tiny_tokenizer_dir, tmp_path):
         ["generate", "--prompt", "Hi"],
         ["chat", "--say", '["Hi"]'],
         ["sft", "--data", "unused.jsonl", "--out", "x"],
+        ["eval", "bpb", "--data", "tang300"],
     ],
 )
 def test_a_bert_checkpoint_in_a_decoder_command_names_what_fits(command, bert_checkpoint, capsys, tmp_path):
-    argv = [command[0], "--model", str(bert_checkpoint), *command[1:]]
+    verb = command[:2] if command[0] == "eval" else command[:1]
+    argv = [*verb, "--model", str(bert_checkpoint), *command[len(verb) :]]
     if command[0] == "sft":
         (tmp_path / "unused.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
         argv = [a.replace("unused.jsonl", str(tmp_path / "unused.jsonl")) for a in argv]
