@@ -13,6 +13,9 @@ from tinylm.models.checkpoint import hf_names
 
 transformers = pytest.importorskip("transformers")
 
+MODERN = dict(
+    position="rope", norm="rmsnorm", norm_placement="pre", mlp="swiglu", attn_bias=False, mlp_bias=False
+)
 SHAPE = dict(family="bert", vocab_size=97, d_model=32, n_layer=2, n_head=4, max_seq_len=40)
 MIXED = [
     "Hello, World! Café déjà vu, naïve ÉCOLE.",
@@ -87,6 +90,7 @@ def test_param_counts_match_the_built_model():
         {"type_vocab_size": 0},
         {"position": "rope"},
         {"tie_embeddings": False},
+        MODERN,
     ):
         model = random_bert(**overrides)
         counts = param_counts(model.config)
@@ -145,10 +149,17 @@ def test_an_encoder_refuses_to_decode():
         model.new_cache(1, 8)
 
 
-def test_a_modern_bert_variant_has_no_transformers_twin(tmp_path):
-    model = random_bert(position="rope", norm="rmsnorm")
+def test_a_modern_bert_variant_trains_round_trips_and_has_no_transformers_twin(tmp_path):
+    model = random_bert(**MODERN).train()
+    assert not isinstance(model.norm, torch.nn.Identity)  # pre-norm: a final norm after the last block
+    ids, mask, _, labels = padded_batch(97)
+    loss = F.cross_entropy(model(ids, mask, keep=labels != -100), labels[labels != -100])
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("pooler"))
     save_model(model, tmp_path / "ckpt")
-    assert load_model(tmp_path / "ckpt").config.position == "rope"
+    loaded = load_model(tmp_path / "ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask), model.eval()(ids, mask))
     with pytest.raises(TinyLMError, match="model.position=rope has no transformers BERT twin"):
         export_hf(str(tmp_path / "ckpt"), out=str(tmp_path / "hf"))
 

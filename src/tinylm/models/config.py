@@ -51,6 +51,9 @@ class ModelConfig:
     default false; true when imported from a checkpoint that has one (BertModel)."""
     norm: Literal["rmsnorm", "layernorm"] | None = None
     """Default rmsnorm; bert layernorm."""
+    norm_placement: Literal["pre", "post"] | None = None
+    """Where each block normalises: before its attention and MLP, with a final norm after the last block
+    (default), or after each residual sum (BERT's post-LN, bert's default)."""
     norm_eps: float | None = None
     """Default 1e-5; bert 1e-12."""
     mlp: Literal["swiglu", "gelu", "gelu_exact"] | None = None
@@ -153,6 +156,7 @@ DEFAULTS: dict[str, Any] = dict(
     pooler=False,
     rope_theta=10000.0,
     norm="rmsnorm",
+    norm_placement="pre",
     norm_eps=1e-5,
     mlp="swiglu",
     attn_bias=False,
@@ -171,6 +175,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         position="learned",
         type_vocab_size=2,
         norm="layernorm",
+        norm_placement="post",
         norm_eps=1e-12,
         mlp="gelu_exact",
         attn_bias=True,

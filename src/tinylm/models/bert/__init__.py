@@ -24,7 +24,8 @@ def param_counts(config: ModelConfig) -> ParamCounts:
     embeddings = positions + config.type_vocab_size * d + norm
     head = d * d + d + norm + V
     pooler = d * d + d if config.pooler else 0
-    blocks = config.n_layer * (attn + mlp + 2 * norm) + embeddings + pooler + head
+    final = norm if config.norm_placement == "pre" else 0
+    blocks = config.n_layer * (attn + mlp + 2 * norm) + embeddings + final + pooler + head
     untied = 0 if config.tie_embeddings else V * d
     return ParamCounts(embedding=V * d, lm_head=V * d, blocks=blocks + untied, tied=True)
 

@@ -59,7 +59,14 @@ def hf_name(name: str) -> str:
 
 def hf_architecture(config: ModelConfig) -> str:
     """`BertForMaskedLM` when the config is exactly BERT's; a TinyLMError naming the field otherwise."""
-    exact = dict(position="learned", norm="layernorm", attn_bias=True, mlp_bias=True, tie_embeddings=True)
+    exact = dict(
+        position="learned",
+        norm="layernorm",
+        norm_placement="post",
+        attn_bias=True,
+        mlp_bias=True,
+        tie_embeddings=True,
+    )
     for field, value in exact.items():
         if getattr(config, field) != value:
             raise TinyLMError(

@@ -6,7 +6,9 @@ an optional pooler (dense + tanh on the first token) and the MLM head (dense + G
 tied to the word embedding, with a bias). It computes what `transformers.BertForMaskedLM` computes.
 
 `norm` is an Identity: post-LN normalises inside each block, so nothing stands between the last block
-and the heads. There is no decoding cache: an encoder sees the whole text at once.
+and the heads. With `norm_placement=pre` (and RoPE, SwiGLU, no biases: ModernBERT-like) the blocks are
+pre-norm and `norm` is the final norm, as in a decoder. There is no decoding cache: an encoder sees the
+whole text at once.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ..registry import require_generative
 
 
 class Block(nn.Module):
-    """x = norm(x + attn(x)), then x = norm(x + mlp(x)) (post-LN, as in BERT)."""
+    """x = norm(x + attn(x)), then x = norm(x + mlp(x)) (post-LN, as in BERT); with pre-norm (ModernBERT)
+    x = x + attn(norm(x)), then x = x + mlp(norm(x))."""
 
     def __init__(self, c: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -38,10 +41,14 @@ class Block(nn.Module):
         self.mlp = MLPS[c.mlp](c.d_model, c.d_ff, c.mlp_bias)
         self.mlp_norm = make_norm(c.norm, c.d_model, c.norm_eps)
         self.drop = nn.Dropout(c.dropout)
+        self.post = c.norm_placement == "post"
 
     def forward(self, x, mask, rotary):
-        x = self.attn_norm(x + self.drop(self.attn(x, mask, causal=False, rotary=rotary)))
-        return self.mlp_norm(x + self.drop(self.mlp(x)))
+        if self.post:
+            x = self.attn_norm(x + self.drop(self.attn(x, mask, causal=False, rotary=rotary)))
+            return self.mlp_norm(x + self.drop(self.mlp(x)))
+        x = x + self.drop(self.attn(self.attn_norm(x), mask, causal=False, rotary=rotary))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
 class Pooler(nn.Module):
@@ -83,7 +90,8 @@ class Bert(Backbone):
         self.embed_norm = make_norm(c.norm, c.d_model, c.norm_eps)
         self.embed_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c, i) for i in range(c.n_layer))
-        self.norm = nn.Identity()
+        post = c.norm_placement == "post"
+        self.norm = nn.Identity() if post else make_norm(c.norm, c.d_model, c.norm_eps)
         self.pooler = Pooler(c.d_model) if c.pooler else None
         self.lm_head = MLMHead(c)
         init_weights(self, c.init_std, c.n_layer, residual=())
