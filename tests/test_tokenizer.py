@@ -148,7 +148,7 @@ def test_cli_vocab_too_small(tmp_path, capsys):
     assert code == 2 and not (tmp_path / "t").exists()
     err = capsys.readouterr().err
     assert err == (
-        "tinylm: error: vocab_size 264 is too small: the 256 byte tokens and 9 special tokens alone need 265\n"
+        "tinylm: error: vocab_size 264 is too small: the 256 byte tokens and 10 special tokens alone need 266\n"
     )
 
 

@@ -59,7 +59,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "import hf": Command(
         "tinylm.interop.hf:import_hf",
-        "Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2) as a tinylm checkpoint.",
+        "Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM) as a tinylm checkpoint.",
         positional=True,
     ),
     "import gguf": Command(
@@ -69,13 +69,17 @@ COMMANDS: dict[str, Command] = {
     ),
     "export hf": Command(
         "tinylm.interop.hf:export_hf",
-        "Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder).",
+        "Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder, AutoModelForMaskedLM for an encoder).",
         positional=True,
     ),
     "info": Command(
         "tinylm.models.info:model_info",
         "Print a model's config, parameter counts and training FLOPs per token.",
         positional=True,
+    ),
+    "embed": Command(
+        "tinylm.infer.embed:embed",
+        "Embed texts as unit vectors (mean-pooled final hidden states), one JSON line per text.",
     ),
     "generate": Command(
         "tinylm.infer.generate:generate",

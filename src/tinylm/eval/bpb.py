@@ -100,9 +100,10 @@ def eval_bpb(
         val_fraction: Validation share when `data` is a corpus.
         device: "cpu", "cuda" or "cuda:N".
     """
-    from ..models import load_model
+    from ..models import load_model, require_generative
 
     tokenizer_dir, lm = model, load_model(model, device)
+    require_generative(lm.config, "tinylm eval bpb (next-token bits per byte)")
     if (Path(data) / "manifest.json").is_file():
         shards = TokenShards.open(data)
         shards.check_tokenizer(Tokenizer.load(tokenizer_dir))

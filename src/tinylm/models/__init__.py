@@ -6,7 +6,14 @@
 from .base import Backbone, Cache, Family, ParamCounts
 from .checkpoint import load_model, read_config, save_model
 from .config import PRESETS, ModelConfig
-from .registry import FAMILIES, build_model, get_family, model_flops_per_token, param_counts
+from .registry import (
+    FAMILIES,
+    build_model,
+    get_family,
+    model_flops_per_token,
+    param_counts,
+    require_generative,
+)
 
 __all__ = [
     "FAMILIES",
@@ -22,5 +29,6 @@ __all__ = [
     "model_flops_per_token",
     "param_counts",
     "read_config",
+    "require_generative",
     "save_model",
 ]

@@ -79,12 +79,7 @@ class Backbone(nn.Module):
     ) -> torch.Tensor:
         """Next-token logits (B, T, vocab); `keep` = k gives only the last k positions (B, k, vocab), and a
         boolean (B, T) mask gives the selected positions (N, vocab), so the head runs only where it is read."""
-        h = self.hidden(input_ids, attention_mask, position_ids, cache, prefix)
-        if isinstance(keep, torch.Tensor):
-            h = h[keep]
-        elif keep:
-            h = h[:, -keep:]
-        return self.lm_head(h)
+        return self.lm_head(kept(self.hidden(input_ids, attention_mask, position_ids, cache, prefix), keep))
 
     @property
     def device(self) -> torch.device:
@@ -98,6 +93,13 @@ class Backbone(nn.Module):
     def blank(self) -> Backbone:
         """A new model of the same family and config, freshly initialised."""
         return type(self)(self.config)
+
+
+def kept(h: torch.Tensor, keep: int | torch.Tensor | None) -> torch.Tensor:
+    """The positions of `h` (B, T, ...) that `forward`'s `keep` selects."""
+    if isinstance(keep, torch.Tensor):
+        return h[keep]
+    return h[:, -keep:] if keep else h
 
 
 @dataclass(frozen=True)
@@ -136,5 +138,16 @@ class Family:
     """transformers' name of one of our parameters."""
     hf_architecture: Callable[[ModelConfig], str]
     """The transformers class that computes what this config computes; TinyLMError naming the field if none."""
+    hf_base_prefix: str = ""
+    """Where the twin's bare base model sits in its names ("bert." in BertForMaskedLM). A checkpoint of the
+    base model alone (a `BertModel`) names its tensors without the prefix and has no head; it loads with the
+    head freshly initialised, as transformers does."""
+    hf_optional: tuple[str, ...] = ()
+    """Prefixes of our parameter names a transformers checkpoint may lack (a head that one of the twin's
+    classes has and another has not); they stay freshly initialised, with a note."""
+    hf_ignored: tuple[str, ...] = ()
+    """Prefixes of transformers tensor names that we do not hold (another task's head); skipped on load."""
+    generates: bool = True
+    """A decoder: the engine, next-token objectives and fine-tuning stages need one."""
     objective: str = "clm"
     """The pretraining objective `tinylm pretrain` uses unless told (`tinylm.train.objectives.pretraining`)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -123,14 +124,22 @@ def _tensor_files(model_dir: Path) -> dict[str, Path]:
 
 def _load_weights(model: Backbone, model_dir: Path) -> None:
     """Copy every parameter from the directory's safetensors, checking names and shapes first."""
+    family = get_family(model.config.family)
     names = hf_names(model)
     expected = {names[n]: p for n, p in model.named_parameters()}
     files = _tensor_files(model_dir)
+    stored = {n: n for n in files}  # our transformers name -> the name inside the file
+    prefix = family.hf_base_prefix
+    if prefix and not any(n.startswith(prefix) for n in files):
+        stored = {prefix + n: n for n in files}  # the bare base model (BertModel): no head
+        files = {prefix + n: path for n, path in files.items()}
     # Buffers recomputed from the config, and a tied head that some exporters write out anyway.
-    ignorable = {n for n in files if n.endswith("rotary_emb.inv_freq")}
-    if model.config.tie_embeddings:
-        ignorable.add(get_family(model.config.family).hf_name("lm_head.weight"))
-    missing = sorted(set(expected) - set(files))
+    ignorable = {n for n in files if n.endswith(("rotary_emb.inv_freq", "position_ids"))}
+    ignorable |= {n for n in files if n.startswith(family.hf_ignored)} if family.hf_ignored else set()
+    ignorable |= {family.hf_name(n) for n in _tied_aliases(model)}
+    optional = {names[n] for n in names if family.hf_optional and n.startswith(family.hf_optional)}
+    absent = sorted(set(expected) - set(files))
+    missing = [n for n in absent if n not in optional]
     unexpected = sorted(set(files) - set(expected) - ignorable)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -140,22 +149,36 @@ def _load_weights(model: Backbone, model_dir: Path) -> None:
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise TinyLMError(f"{model_dir}: checkpoint has unexpected tensor {unexpected[0]!r}{more}")
+    if absent:
+        print(
+            f"note: {model_dir} has no {', '.join(absent)}: freshly initialised (train them before use)",
+            file=sys.stderr,
+        )
     by_file: dict[Path, list[str]] = {}
     for name in expected:
-        by_file.setdefault(files[name], []).append(name)
+        if name in files:
+            by_file.setdefault(files[name], []).append(name)
     with torch.no_grad(), tqdm(total=len(expected), desc="loading", unit="tensor", disable=None) as bar:
         for path, tensor_names in by_file.items():
             if not path.is_file():
                 raise TinyLMError(f"{path} is missing (named in {WEIGHTS_INDEX})")
             with safe_open(path, framework="pt") as f:
                 for name in tensor_names:
-                    shape, want = tuple(f.get_slice(name).get_shape()), tuple(expected[name].shape)
+                    shape, want = tuple(f.get_slice(stored[name]).get_shape()), tuple(expected[name].shape)
                     if shape != want:
                         raise TinyLMError(
                             f"{path}: tensor {name!r} has shape {shape}, the config implies {want}"
                         )
-                    expected[name].copy_(f.get_tensor(name))
+                    expected[name].copy_(f.get_tensor(stored[name]))
                     bar.update()
+
+
+def _tied_aliases(model: Backbone) -> list[str]:
+    """Our names of parameters that are the embedding table under another name (a tied LM head)."""
+    table = model.embed.weight
+    return [
+        n for n, p in model.named_parameters(remove_duplicate=False) if p is table and n != "embed.weight"
+    ]
 
 
 def read_config(model_dir: str | os.PathLike) -> ModelConfig:

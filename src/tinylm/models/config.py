@@ -1,7 +1,7 @@
 """The shape of a model: one dataclass for every family, and named presets spanning the scales tinylm uses.
 
-A field left unset (None) takes the preset's value if a preset is named, else the default in `DEFAULTS`,
-so an explicitly given value is never dropped, even when it equals a default (`--model.preset 10m
+A field left unset (None) takes the preset's value if a preset is named, else the family's default in
+`FAMILY_DEFAULTS`, else the default in `DEFAULTS`, so an explicitly given value is never dropped, even when it equals a default (`--model.preset 10m
 --model.n_layer 4` trains 4 layers). Derived widths (`n_kv_head`, `d_ff`) follow the resolved width.
 """
 
@@ -21,7 +21,7 @@ class ModelConfig:
     """
 
     family: str = "llama"
-    """Architecture: llama (decoder-only, GPT / Llama style)."""
+    """Architecture: llama (decoder-only, GPT / Llama style) or bert (encoder-only, masked LM)."""
     preset: str | None = None
     """Start from a named shape (1m, 10m, 50m, smollm2-135m); fields you set override it."""
     vocab_size: int | None = None
@@ -42,16 +42,28 @@ class ModelConfig:
     """Default 10000."""
     rope_scaling: dict[str, Any] | None = None
     """Context extension: {"type": "linear" | "ntk", "factor": F}."""
+    position: Literal["rope", "learned"] | None = None
+    """Positions: rotary (default) or a learned absolute table of max_seq_len rows (bert's default)."""
+    type_vocab_size: int | None = None
+    """Token-type (segment) embeddings added to the input, BERT's sentence A / B; default 0 (none), bert 2."""
+    pooler: bool | None = None
+    """BERT's pooler (dense + tanh on the first token) for sentence-level heads; MLM never trains it, so
+    default false; true when imported from a checkpoint that has one (BertModel)."""
     norm: Literal["rmsnorm", "layernorm"] | None = None
-    """Default rmsnorm."""
+    """Default rmsnorm; bert layernorm."""
+    norm_placement: Literal["pre", "post"] | None = None
+    """Where each block normalises: before its attention and MLP, with a final norm after the last block
+    (default), or after each residual sum (BERT's post-LN, bert's default)."""
     norm_eps: float | None = None
-    """Default 1e-5."""
-    mlp: Literal["swiglu", "gelu"] | None = None
-    """Default swiglu."""
+    """Default 1e-5; bert 1e-12."""
+    mlp: Literal["swiglu", "gelu", "gelu_exact"] | None = None
+    """Default swiglu; gelu is GPT-2's tanh approximation, gelu_exact the erf form (BERT's hidden_act "gelu",
+    bert's default)."""
     attn_bias: bool | None = None
-    """Biases on the q/k/v projections (Qwen2 has them); default false."""
+    """Biases on the q/k/v projections (Qwen2 has them; bert also on the output projection); default false,
+    bert true."""
     mlp_bias: bool | None = None
-    """Default false."""
+    """Default false; bert true."""
     tie_embeddings: bool | None = None
     """Share the input embedding with the LM head; default true."""
     dropout: float | None = None
@@ -63,7 +75,11 @@ class ModelConfig:
     Training passes the prefix lengths; in generation the prompt is the prefix."""
 
     def __post_init__(self) -> None:
-        base = {**DEFAULTS, **(_preset(self.preset) if self.preset else {})}
+        base = {
+            **DEFAULTS,
+            **FAMILY_DEFAULTS.get(self.family, {}),
+            **(_preset(self.preset) if self.preset else {}),
+        }
         for name, value in base.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -92,7 +108,9 @@ class ModelConfig:
                 f"model.n_kv_head={self.n_kv_head} does not divide model.n_head={self.n_head} "
                 "(grouped-query attention shares each key/value head among a whole number of query heads)"
             )
-        if self.head_dim % 2:
+        if self.type_vocab_size < 0:
+            raise TinyLMError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.position == "rope" and self.head_dim % 2:
             raise TinyLMError(
                 f"head dimension d_model/n_head={self.head_dim} must be even for rotary embeddings"
             )
@@ -133,8 +151,12 @@ DEFAULTS: dict[str, Any] = dict(
     n_layer=4,
     n_head=4,
     max_seq_len=256,
+    position="rope",
+    type_vocab_size=0,
+    pooler=False,
     rope_theta=10000.0,
     norm="rmsnorm",
+    norm_placement="pre",
     norm_eps=1e-5,
     mlp="swiglu",
     attn_bias=False,
@@ -144,7 +166,23 @@ DEFAULTS: dict[str, Any] = dict(
     init_std=0.02,
     prefix_lm=False,
 )
-"""The value of every field that neither the user nor a preset sets (n_kv_head and d_ff are derived)."""
+"""The value of every field that neither the user, a preset nor the family sets (n_kv_head and d_ff are
+derived)."""
+
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # BERT: post-LayerNorm, exact GELU, biases everywhere, learned absolute positions, sentence A / B types.
+    "bert": dict(
+        position="learned",
+        type_vocab_size=2,
+        norm="layernorm",
+        norm_placement="post",
+        norm_eps=1e-12,
+        mlp="gelu_exact",
+        attn_bias=True,
+        mlp_bias=True,
+    ),
+}
+"""What a family changes in `DEFAULTS`; a preset and the user's own values still come first."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ~1M parameters (non-embedding): quick tests and tiny demos.

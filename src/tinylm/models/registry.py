@@ -16,7 +16,14 @@ from .config import ModelConfig
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     # family: (module defining FAMILY, transformers model_types whose checkpoints it loads)
     "llama": ("tinylm.models.llama", ("llama", "qwen2")),
+    "bert": ("tinylm.models.bert", ("bert",)),
 }
+
+ENCODER_COMMANDS = (
+    "tinylm info, tinylm export hf, tinylm pretrain --objective mlm, tinylm embed "
+    "(mean-pooled sentence embeddings)"
+)
+"""What an encoder-only model is good for, named when it is given to a command that generates."""
 
 
 def get_family(name: str) -> Family:
@@ -33,6 +40,15 @@ def family_of_hf(model_type: str | None, source: str) -> Family:
             return get_family(name)
     known = sorted(t for _, types in FAMILIES.values() for t in types)
     raise TinyLMError(f"{source}: model_type {model_type!r} is not supported; expected one of {known}")
+
+
+def require_generative(config: ModelConfig, command: str) -> None:
+    """TinyLMError unless `config`'s family can predict the next token (generate, chat, SFT, RL ...)."""
+    if not get_family(config.family).generates:
+        raise TinyLMError(
+            f"{command} needs a decoder or encoder-decoder family; this model is a {config.family} encoder "
+            f"(bidirectional, it cannot predict the next token). Commands that fit it: {ENCODER_COMMANDS}"
+        )
 
 
 def build_model(config: ModelConfig) -> Backbone:

@@ -69,6 +69,8 @@ def plot_losses(metrics_path: Path, png_path: Path, title: str) -> None:
 LABELS = {
     "val_bpb": "validation bits per byte (whole split)",
     "val_nll_per_token": "validation loss per token (nats)",
+    "val_mlm_accuracy": "validation masked-token accuracy (whole split, fixed masks)",
+    "val_mlm_loss": "validation masked-token loss (nats)",
     "val_loss_before": "held-out loss before",
     "val_loss_after": "held-out loss after",
     "final_train_loss": "training loss (mean of the last 20 steps)",
@@ -117,7 +119,12 @@ def write_model_card(out: Path, stage: str, lines: list[str], results: dict[str,
         card += ["## Sample", "", "```", results["sample"], "```", ""]
     model_dir = out / "model"
     if model_dir.is_dir():
-        card += ["## Use", "", "```", f"tinylm generate --model {model_dir} --prompt 'Hello'", "```", ""]
+        use = (
+            f"tinylm embed --model {model_dir} --text 'Hello'"
+            if results.get("objective") == "mlm"
+            else f"tinylm generate --model {model_dir} --prompt 'Hello'"
+        )
+        card += ["## Use", "", "```", use, "```", ""]
     with atomic_file(out / "README.md") as f:
         f.write("\n".join(card))
 
@@ -140,6 +147,8 @@ def summarize_run(out: str | Path) -> str:
         )
     if r.get("val_bpb") is not None:
         parts.append(f"validation **{r['val_bpb']:.4f} bits per byte**")
+    if r.get("val_mlm_accuracy") is not None:
+        parts.append(f"validation **masked-token accuracy {r['val_mlm_accuracy']:.4f}**")
     if r.get("val_loss_before") is not None:
         parts.append(f"held-out loss {r['val_loss_before']:.4f} -> {r['val_loss_after']:.4f}")
     for prefix, label in (

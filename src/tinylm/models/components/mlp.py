@@ -33,5 +33,12 @@ class GeluMLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x), approximate=self.approximate))
 
 
-MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "gelu": GeluMLP}
+class ExactGeluMLP(GeluMLP):
+    """The GELU MLP with the exact erf form (BERT's hidden_act "gelu")."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False) -> None:
+        super().__init__(d_model, d_ff, bias, approximate="none")
+
+
+MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "gelu": GeluMLP, "gelu_exact": ExactGeluMLP}
 """MLP kinds by the name a config gives (`ModelConfig.mlp`)."""

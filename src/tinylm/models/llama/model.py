@@ -42,6 +42,17 @@ class Llama(Backbone):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if (
+            config.position != "rope"
+            or config.type_vocab_size
+            or config.pooler
+            or config.norm_placement != "pre"
+        ):
+            raise TinyLMError(
+                "the llama family has rotary positions, pre-norm blocks, no token types and no pooler; got "
+                f"model.position={config.position}, model.norm_placement={config.norm_placement}, "
+                f"model.type_vocab_size={config.type_vocab_size}, model.pooler={config.pooler}"
+            )
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)

@@ -5,6 +5,8 @@
 |---|---|---|---|
 | clm | llama | predict every next token | bits per byte |
 | prefix | llama | continue after a random split point, reading the prefix both ways (UniLM) | bits per byte |
+| mlm | bert | recover 15 % of the tokens, hidden (BERT's 80 / 10 / 10) | masked-token loss and accuracy |
+| mlm-wwm | bert | the same with whole words hidden together (jieba's words for Chinese) | the same |
 
 A family names its default (`Family.objective`); a new objective is one module with a factory
 `(config, data) -> Pretraining` and one line in `OBJECTIVES`.
@@ -33,6 +35,8 @@ OBJECTIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     # objective: (factory "module:function", the families it can train)
     "clm": ("tinylm.train.objectives.lm:causal_pretraining", ("llama",)),
     "prefix": ("tinylm.train.objectives.prefix:prefix_pretraining", ("llama",)),
+    "mlm": ("tinylm.train.objectives.mlm:mlm_pretraining", ("bert",)),
+    "mlm-wwm": ("tinylm.train.objectives.mlm:whole_word_mlm_pretraining", ("bert",)),
 }
 
 

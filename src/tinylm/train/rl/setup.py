@@ -19,7 +19,7 @@ from ...data.prompts import EncodedPrompt, encode_prompts
 from ...data.splits import split_files
 from ...eval.sampled import evaluate_answers
 from ...infer.sampling import SamplingParams
-from ...models import Backbone, load_model
+from ...models import Backbone, load_model, require_generative
 from ...tasks import metrics_for
 from ...tasks.rewards import Reward, check_rows, reward_name, score
 from ...tokenizer import Tokenizer
@@ -57,6 +57,7 @@ class RLSetup:
         `settings` join the recorded run config."""
         tok = Tokenizer.load(model)
         policy = load_model(model)
+        require_generative(policy.config, "RL (tinylm ppo / grpo)")
         context, n = policy.config.max_seq_len, config.max_new_tokens
         train_file, eval_file = split_files(data, eval_data)
         prompts = encode_prompts(train_file, tok, context, n)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ...data.preferences import load_pair_splits, pair_batches
 from ...errors import TinyLMError
-from ...models import load_model
+from ...models import load_model, require_generative
 from ...tokenizer import Tokenizer
 from ..config import TrainConfig
 from ..loop import Objective
@@ -53,6 +53,7 @@ def dpo(
         raise TinyLMError(f"beta must be positive, got {beta}")
     arguments, train = dict(locals()), train or TrainConfig()
     tok, policy = Tokenizer.load(model), load_model(model)
+    require_generative(policy.config, "tinylm dpo")
     context = context or policy.config.max_seq_len
     pairs = load_pair_splits(data, eval_data, tok, context, limit, eval_limit)
     record = recorded(

@@ -45,7 +45,8 @@ def pretrain(
         model: Model shape (`--model.preset 10m` starts from a preset); vocab_size follows the tokenizer.
         train: Optimizer, schedule, budget and bookkeeping.
         context: Training window length in tokens (default: model.max_seq_len).
-        objective: What to learn: clm (next token) or prefix (prefix LM); default: the family's own.
+        objective: What to learn: clm (next token), prefix (prefix LM), mlm (masked tokens, an encoder's)
+            or mlm-wwm (masked whole words); default: the family's own.
         sample_prompt: Prompt of the text sample written at the end (empty: start a new document).
         sample_tokens: Length of that sample in tokens (0: no sample).
         overwrite: Replace an output directory that holds a different run.
@@ -93,7 +94,7 @@ def pretrain(
             print(f"pretrain: {len(train_tokens):,} training tokens, {tokens_per_step:,} tokens per step")
 
         def report(final: nn.Module, result) -> dict[str, Any]:
-            out: dict[str, Any] = {"tokens_seen": result.step * tokens_per_step}
+            out: dict[str, Any] = {"objective": objective, "tokens_seen": result.step * tokens_per_step}
             if has_val:
                 scores = plan.final(final)
                 out.update({f"val_{k}": v for k, v in scores.items()})

@@ -19,7 +19,7 @@ from ...data.chat import collate, encode_sft, load_conversations
 from ...data.splits import split_files
 from ...errors import TinyLMError
 from ...io import to_plain
-from ...models import load_model, model_flops_per_token
+from ...models import load_model, model_flops_per_token, require_generative
 from ...models.lora import LoraConfig
 from ...tokenizer import Tokenizer
 from ..config import TrainConfig
@@ -70,6 +70,7 @@ def sft(
     arguments, train, lora = dict(locals()), train or TrainConfig(), lora or LoraConfig()
     train_file, test_file = split_files(data, test)
     tok, base = Tokenizer.load(model), load_model(model)
+    require_generative(base.config, "tinylm sft")
     context = context or base.config.max_seq_len
     if not 1 < context <= base.config.max_seq_len:
         raise TinyLMError(f"context must be in [2, {base.config.max_seq_len}] for this model, got {context}")
