@@ -72,10 +72,12 @@ class Backbone(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         keep: int | torch.Tensor | None = None,
+        **inputs: torch.Tensor,
     ) -> torch.Tensor:
         """Next-token logits (B, T, vocab); `keep` = k gives only the last k positions (B, k, vocab), and a
-        boolean (B, T) mask gives the selected positions (N, vocab), so the head runs only where it is read."""
-        h = self.hidden(input_ids, attention_mask, position_ids, cache)
+        boolean (B, T) mask gives the selected positions (N, vocab), so the head runs only where it is read.
+        `inputs` are a family's own (an encoder-decoder's `decoder_input_ids`), passed on to `hidden`."""
+        h = self.hidden(input_ids, attention_mask, position_ids, cache, **inputs)
         if isinstance(keep, torch.Tensor):
             h = h[keep]
         elif keep:

@@ -21,7 +21,7 @@ class ModelConfig:
     """
 
     family: str = "llama"
-    """Architecture: llama (decoder-only, GPT / Llama style)."""
+    """Architecture: llama (decoder-only, GPT / Llama style), t5 (encoder-decoder)."""
     preset: str | None = None
     """Start from a named shape (1m, 10m, 50m, smollm2-135m); fields you set override it."""
     vocab_size: int | None = None
@@ -29,7 +29,9 @@ class ModelConfig:
     d_model: int | None = None
     """Default 256."""
     n_layer: int | None = None
-    """Default 4."""
+    """Default 4 (an encoder-decoder: the encoder's blocks)."""
+    n_decoder_layer: int | None = None
+    """An encoder-decoder's decoder blocks; default n_layer."""
     n_head: int | None = None
     """Default 4."""
     n_kv_head: int | None = None
@@ -46,8 +48,8 @@ class ModelConfig:
     """Default rmsnorm."""
     norm_eps: float | None = None
     """Default 1e-5."""
-    mlp: Literal["swiglu", "gelu"] | None = None
-    """Default swiglu."""
+    mlp: Literal["swiglu", "gelu", "gated-gelu", "relu"] | None = None
+    """Default swiglu; T5 v1.1 uses gated-gelu, T5 v1.0 relu."""
     attn_bias: bool | None = None
     """Biases on the q/k/v projections (Qwen2 has them); default false."""
     mlp_bias: bool | None = None
@@ -58,6 +60,12 @@ class ModelConfig:
     """Default 0."""
     init_std: float | None = None
     """Default 0.02."""
+    relative_buckets: int | None = None
+    """T5's relative position bias: buckets of key-query distance; default 32."""
+    relative_max_distance: int | None = None
+    """T5's relative position bias: distance from which all share the last bucket; default 128."""
+    decoder_start_id: int | None = None
+    """An encoder-decoder's first decoder input token (T5: the pad token); default 0."""
 
     def __post_init__(self) -> None:
         base = {**DEFAULTS, **(_preset(self.preset) if self.preset else {})}
@@ -66,6 +74,8 @@ class ModelConfig:
                 setattr(self, name, value)
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        if self.n_decoder_layer is None:
+            self.n_decoder_layer = self.n_layer
         if self.d_ff is None:
             self.d_ff = _round_up(8 * self.d_model // 3, 64) if self.mlp == "swiglu" else 4 * self.d_model
         self.validate()
@@ -76,7 +86,10 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise a TinyLMError naming the first inconsistent field."""
-        for name in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
+        for name in (
+            "vocab_size", "d_model", "n_layer", "n_decoder_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len",
+            "relative_buckets", "relative_max_distance",
+        ):
             if getattr(self, name) <= 0:
                 raise TinyLMError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_head:
@@ -139,6 +152,9 @@ DEFAULTS: dict[str, Any] = dict(
     tie_embeddings=True,
     dropout=0.0,
     init_std=0.02,
+    relative_buckets=32,
+    relative_max_distance=128,
+    decoder_start_id=0,
 )
 """The value of every field that neither the user nor a preset sets (n_kv_head and d_ff are derived)."""
 

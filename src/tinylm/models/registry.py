@@ -16,6 +16,7 @@ from .config import ModelConfig
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     # family: (module defining FAMILY, transformers model_types whose checkpoints it loads)
     "llama": ("tinylm.models.llama", ("llama", "qwen2")),
+    "t5": ("tinylm.models.t5", ("t5",)),
 }
 
 
