@@ -31,7 +31,9 @@ def hf_twin(ours) -> torch.nn.Module:
     """transformers' T5 with our weights copied in by name."""
     from tinylm.models import get_family
 
-    hf_config = get_family("t5").to_hf_config(ours.config, torch.float32, {"pad_token_id": 0, "eos_token_id": 1})
+    hf_config = get_family("t5").to_hf_config(
+        ours.config, torch.float32, {"pad_token_id": 0, "eos_token_id": 1}
+    )
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**hf_config)).eval()
     if not ours.config.tie_embeddings:  # transformers 5 ties T5's head unless a checkpoint holds its own
         hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone())
@@ -139,7 +141,9 @@ def test_export_loads_in_transformers_and_import_matches(case, tmp_path, tiny_to
     ours = random_t5(**CASES[case], vocab_size=1024)
     save_model(ours, tmp_path / "ckpt", tiny_tokenizer_dir)
     export_hf(str(tmp_path / "ckpt"), out=str(tmp_path / "hf"))
-    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(
+        tmp_path / "hf", local_files_only=True
+    ).eval()
     ids, mask, labels = padded_batch(96)
     with torch.no_grad():
         out = hf(input_ids=ids, attention_mask=mask, labels=labels)
@@ -162,7 +166,10 @@ def test_int4_and_lora_reach_encoder_and_decoder_blocks():
     ours = random_t5(**CASES["v1.1-gated-gelu-untied"], d_model=64, d_ff=128)
     names = apply_lora(ours.blank(), LoraConfig(targets=["q", "wi_0"]))
     assert "encoder.block.1.layer.0.SelfAttention.q" in names
-    assert "decoder.block.2.layer.1.EncDecAttention.q" in names and "decoder.block.0.layer.2.DenseReluDense.wi_0" in names
+    assert (
+        "decoder.block.2.layer.1.EncDecAttention.q" in names
+        and "decoder.block.0.layer.2.DenseReluDense.wi_0" in names
+    )
     ids, mask, labels = padded_batch(96)
     dec = shift_right(labels.clamp(min=0), 0)
     with torch.no_grad():
@@ -170,7 +177,8 @@ def test_int4_and_lora_reach_encoder_and_decoder_blocks():
         report = quantize_int4(ours)
         after = ours(ids, mask, decoder_input_ids=dec)
     assert report.quantized == 2 * 7 + 3 * 11 and not report.kept  # q k v o + 3 MLP; decoders + cross q k v o
-    assert 0 < (after - before).abs().max() < 0.1 * before.abs().max()
+    cosine = torch.nn.functional.cosine_similarity(after.flatten(), before.flatten(), dim=0)
+    assert not torch.equal(after, before) and cosine > 0.95  # 4-bit rounding of random weights, still close
 
 
 class _NoStop:

@@ -87,8 +87,16 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise a TinyLMError naming the first inconsistent field."""
         for name in (
-            "vocab_size", "d_model", "n_layer", "n_decoder_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len",
-            "relative_buckets", "relative_max_distance",
+            "vocab_size",
+            "d_model",
+            "n_layer",
+            "n_decoder_layer",
+            "n_head",
+            "n_kv_head",
+            "d_ff",
+            "max_seq_len",
+            "relative_buckets",
+            "relative_max_distance",
         ):
             if getattr(self, name) <= 0:
                 raise TinyLMError(f"model.{name} must be positive, got {getattr(self, name)}")

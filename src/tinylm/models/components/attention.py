@@ -49,7 +49,9 @@ class Attention(nn.Module):
 
     def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, n_kv_head, S, head_dim) of `source`: what cross-attention computes once and caches."""
-        return self._heads(self.k_proj(source), self.n_kv_head), self._heads(self.v_proj(source), self.n_kv_head)
+        return self._heads(self.k_proj(source), self.n_kv_head), self._heads(
+            self.v_proj(source), self.n_kv_head
+        )
 
     def forward(
         self,

@@ -54,5 +54,10 @@ class ReluMLP(nn.Module):
         return self.down_proj(F.relu(self.in_proj(x)))
 
 
-MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "gelu": GeluMLP, "gated-gelu": GatedGelu, "relu": ReluMLP}
+MLPS: dict[str, type[nn.Module]] = {
+    "swiglu": SwiGLU,
+    "gelu": GeluMLP,
+    "gated-gelu": GatedGelu,
+    "relu": ReluMLP,
+}
 """MLP kinds by the name a config gives (`ModelConfig.mlp`)."""

@@ -25,9 +25,14 @@ def relative_position_bucket(
     else:
         relative = -relative.clamp(max=0)
     max_exact = num_buckets // 2
-    large = max_exact + (
-        torch.log(relative.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
-    ).long()
+    large = (
+        max_exact
+        + (
+            torch.log(relative.float() / max_exact)
+            / math.log(max_distance / max_exact)
+            * (num_buckets - max_exact)
+        ).long()
+    )
     large = large.clamp(max=num_buckets - 1)
     return buckets + torch.where(relative < max_exact, relative, large)
 

@@ -100,7 +100,9 @@ def from_hf_config(hf: dict[str, Any], source: str) -> ModelConfig:
     """A ModelConfig from a transformers T5 config.json."""
     mlp = hf.get("feed_forward_proj", "relu")
     if mlp not in ("gated-gelu", "relu"):
-        raise TinyLMError(f"{source}: feed_forward_proj {mlp!r} is not supported; expected gated-gelu or relu")
+        raise TinyLMError(
+            f"{source}: feed_forward_proj {mlp!r} is not supported; expected gated-gelu or relu"
+        )
     try:
         d_model, n_head, d_kv = hf["d_model"], hf["num_heads"], hf["d_kv"]
         fields = dict(vocab_size=hf["vocab_size"], d_model=d_model, n_layer=hf["num_layers"], d_ff=hf["d_ff"])
