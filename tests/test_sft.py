@@ -148,7 +148,7 @@ def test_loss_covers_exactly_the_assistant_tokens(base, tiny_tokenizer_dir):
     # The gradient reaches the logits at labelled positions only.
     model = load_model(base / "base")
     logits = model(batch["input_ids"]).detach().requires_grad_(True)
-    sft_loss(lambda ids, keep: logits[keep], batch).backward()
+    sft_loss(lambda ids, keep, prefix: logits[keep], batch).backward()
     touched = logits.grad.abs().sum(-1) > 0
     assert torch.equal(touched, batch["labels"] != IGNORE)
 
@@ -192,7 +192,7 @@ def test_head_only_at_labelled_positions_gives_the_full_forward_loss_and_gradien
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     fast_loss, fast = grads(model)
-    full_loss, full = grads(lambda ids, keep: model(ids)[keep])  # the head at every position
+    full_loss, full = grads(lambda ids, keep, prefix: model(ids)[keep])  # the head at every position
     torch.testing.assert_close(fast_loss, full_loss, rtol=1e-6, atol=1e-6)
     for g, h in zip(fast, full, strict=True):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)

@@ -6,7 +6,8 @@ only through this interface, so a new architecture is a folder that implements i
 - `embed` (token ids -> vectors; the table a tied LM head shares), `blocks` (the repeated layers: the units
   of FSDP sharding, activation checkpointing, partial fine-tuning, int4 and LoRA), `norm` (the final norm),
   `lm_head`;
-- `hidden(input_ids, attention_mask, position_ids, cache)` -> final hidden states (heads read them);
+- `hidden(input_ids, attention_mask, position_ids, cache, prefix)` -> final hidden states (heads read
+  them); `prefix` gives a prefix LM its bidirectional prefix lengths;
 - `forward(..., keep)` -> logits, at every position or only the kept ones;
 - `new_cache(batch_size, capacity)` -> a `Cache` for incremental decoding.
 """
@@ -56,9 +57,11 @@ class Backbone(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (B, T, d_model). `attention_mask` (B, T) is 1 for real tokens and 0 for padding;
-        with a cache, `input_ids` are the next T tokens after the cached ones."""
+        with a cache, `input_ids` are the next T tokens after the cached ones. `prefix` (B,) is, for a
+        prefix LM (`config.prefix_lm`), how many leading positions are read bidirectionally."""
         raise NotImplementedError
 
     def new_cache(self, batch_size: int, capacity: int | None = None) -> Cache:
@@ -72,12 +75,13 @@ class Backbone(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         keep: int | torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
         **inputs: torch.Tensor,
     ) -> torch.Tensor:
         """Next-token logits (B, T, vocab); `keep` = k gives only the last k positions (B, k, vocab), and a
         boolean (B, T) mask gives the selected positions (N, vocab), so the head runs only where it is read.
         `inputs` are a family's own (an encoder-decoder's `decoder_input_ids`), passed on to `hidden`."""
-        h = self.hidden(input_ids, attention_mask, position_ids, cache, **inputs)
+        h = self.hidden(input_ids, attention_mask, position_ids, cache, prefix, **inputs)
         if isinstance(keep, torch.Tensor):
             h = h[keep]
         elif keep:
@@ -134,3 +138,5 @@ class Family:
     """transformers' name of one of our parameters."""
     hf_architecture: Callable[[ModelConfig], str]
     """The transformers class that computes what this config computes; TinyLMError naming the field if none."""
+    objective: str = "clm"
+    """The pretraining objective `tinylm pretrain` uses unless told (`tinylm.train.objectives.pretraining`)."""

@@ -66,6 +66,9 @@ class ModelConfig:
     """T5's relative position bias: distance from which all share the last bucket; default 128."""
     decoder_start_id: int | None = None
     """An encoder-decoder's first decoder input token (T5: the pad token); default 0."""
+    prefix_lm: bool | None = None
+    """A prefix LM (UniLM): the prompt is read bidirectionally, the continuation causally; default false.
+    Training passes the prefix lengths; in generation the prompt is the prefix."""
 
     def __post_init__(self) -> None:
         base = {**DEFAULTS, **(_preset(self.preset) if self.preset else {})}
@@ -160,6 +163,7 @@ DEFAULTS: dict[str, Any] = dict(
     tie_embeddings=True,
     dropout=0.0,
     init_std=0.02,
+    prefix_lm=False,
     relative_buckets=32,
     relative_max_distance=128,
     decoder_start_id=0,

@@ -85,16 +85,22 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
-def causal_mask(key_padding: torch.Tensor | None, past: int, T: int) -> torch.Tensor:
+def causal_mask(
+    key_padding: torch.Tensor | None, past: int, T: int, prefix: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, 1, T, past+T): query i (at position past+i) sees earlier keys that are not padding.
 
-    `key_padding` (B, past+T) is 1 for real tokens. Each query may always see itself, so a padding query's
-    row is never empty (which would give NaN).
+    `key_padding` (B, past+T) is 1 for real tokens. `prefix` (B,) makes it a prefix LM's mask: every query
+    also sees the first prefix[b] key slots, so the prefix is read bidirectionally and the rest causally
+    (UniLM); prefix 0 is the causal mask. Each query may always see itself, so a padding query's row is
+    never empty (which would give NaN).
     """
     device = key_padding.device if key_padding is not None else None
     q = torch.arange(T, device=device).unsqueeze(1) + past
     k = torch.arange(past + T, device=device).unsqueeze(0)
     allowed = (k <= q)[None, None]
+    if prefix is not None:
+        allowed = allowed | (k < prefix.to(k.device)[:, None, None])[:, None]
     if key_padding is not None:
         allowed = allowed & key_padding.bool()[:, None, None, :]
     return allowed | (k == q)[None, None]

@@ -37,6 +37,10 @@ def hf_architecture(config: ModelConfig) -> str:
         raise TinyLMError("model.norm=layernorm has no transformers Llama/Qwen2 twin (they use RMSNorm)")
     if config.mlp != "swiglu":
         raise TinyLMError("model.mlp=gelu has no transformers Llama/Qwen2 twin (they use SwiGLU)")
+    if config.prefix_lm:
+        raise TinyLMError(
+            "model.prefix_lm has no transformers twin (its causal LMs never read a prefix both ways)"
+        )
     if config.rope_scaling and config.rope_scaling["type"] != "linear":
         raise TinyLMError("model.rope_scaling.type=ntk (static NTK) has no transformers equivalent")
     if config.attn_bias:

@@ -2,7 +2,8 @@
 
 Token embedding, pre-norm blocks (rotary self-attention with grouped-query heads, then a SwiGLU or GELU
 MLP, each added to the residual stream), final norm, LM head tied to the embedding or not. With biases on
-q/k/v it is Qwen2; with LayerNorm and GELU it is GPT-2 shaped.
+q/k/v it is Qwen2; with LayerNorm and GELU it is GPT-2 shaped; with `prefix_lm` it is a prefix LM (UniLM),
+attending bidirectionally over a prefix and causally after it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import TinyLMError
 from ..base import Backbone
 from ..components.attention import Attention, causal_mask
 from ..components.cache import KVCache
@@ -63,6 +65,7 @@ class Llama(Backbone):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -77,7 +80,14 @@ class Llama(Backbone):
             else:
                 position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         rotary = self.rotary(position_ids)
-        sdpa_mask = None if mask is None and cache is None else causal_mask(mask, past, T)
+        if prefix is None and self.config.prefix_lm and past == 0 and cache is not None:
+            prefix = input_ids.new_full((B,), T)  # generation: the (left-padded) prompt is the prefix
+        if prefix is not None and not self.config.prefix_lm:
+            raise TinyLMError(
+                "a prefix was given to a causal model; set model.prefix_lm to train a prefix LM"
+            )
+        plain = mask is None and cache is None and prefix is None
+        sdpa_mask = None if plain else causal_mask(mask, past, T, prefix)
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, rotary, sdpa_mask, cache)

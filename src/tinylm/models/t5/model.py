@@ -137,10 +137,13 @@ class T5(Backbone):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: T5Cache | None = None,
+        prefix: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The decoder's final states, scaled by d_model^-0.5 when the head is tied (what the head reads).
         `position_ids` are ignored: T5's positions are relative."""
+        if prefix is not None:
+            raise TinyLMError("a t5 model reads its whole input with its encoder; a prefix is for prefix LMs")
         if cache is None:
             if decoder_input_ids is None:
                 raise TinyLMError(

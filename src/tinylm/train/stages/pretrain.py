@@ -1,7 +1,8 @@
-"""`tinylm pretrain`: a language model trained from scratch on token shards, with the next-token loss.
+"""`tinylm pretrain`: a model trained from scratch on token shards, with its family's objective or another
+(`tinylm.train.objectives.pretraining`: next token, prefix LM, ...).
 
-Besides what every stage writes (see `tinylm.train.stage`), results.json holds the validation bits per
-byte over the whole validation split and a text sample from the final model.
+Besides what every stage writes (see `tinylm.train.stage`), results.json holds the objective's scores over
+the whole validation split (bits per byte for a language model) and a text sample from the final model.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from typing import Any
 
 from torch import nn
 
-from ...data.shards import RandomWindows, TokenShards
-from ...eval.bpb import check_context, shards_bpb
+from ...data.shards import TokenShards
+from ...eval.bpb import check_context
 from ...infer.engine import Engine
 from ...infer.sampling import SamplingParams
-from ...models import ModelConfig, build_model, model_flops_per_token
+from ...models import ModelConfig, build_model
 from ...tokenizer import Tokenizer
 from ..config import TrainConfig
-from ..loop import Objective
-from ..objectives.lm import causal_lm_loss, window_loss
+from ..objectives.pretraining import PretrainData, objective_for, pretraining
 from ..stage import Plan, Run, recorded, run_stage
 
 
@@ -31,6 +31,7 @@ def pretrain(
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
     context: int | None = None,
+    objective: str | None = None,
     sample_prompt: str = "",
     sample_tokens: int = 200,
     overwrite: bool = False,
@@ -44,6 +45,7 @@ def pretrain(
         model: Model shape (`--model.preset 10m` starts from a preset); vocab_size follows the tokenizer.
         train: Optimizer, schedule, budget and bookkeeping.
         context: Training window length in tokens (default: model.max_seq_len).
+        objective: What to learn: clm (next token) or prefix (prefix LM); default: the family's own.
         sample_prompt: Prompt of the text sample written at the end (empty: start a new document).
         sample_tokens: Length of that sample in tokens (0: no sample).
         overwrite: Replace an output directory that holds a different run.
@@ -58,10 +60,34 @@ def pretrain(
     check_context(context, config.max_seq_len)
     train_tokens, val_tokens = data.split("train"), data.split("val")
     has_val = len(val_tokens) > context
-    record = recorded(arguments, model=config, train=train, context=context, tokenizer=str(tokenizer_dir))
+    objective = objective_for(objective, config)
+    record = recorded(
+        arguments,
+        model=config,
+        train=train,
+        context=context,
+        objective=objective,
+        tokenizer=str(tokenizer_dir),
+    )
     record["tokenizer_hash"] = tok.hash
 
     def build(run: Run) -> Plan:
+        held_out = val_tokens if has_val else None
+        plan = pretraining(
+            objective,
+            config,
+            PretrainData(
+                data,
+                train_tokens,
+                held_out,
+                context,
+                train.batch_size,
+                train.eval_batches,
+                train.seed,
+                tok,
+                run.device,
+            ),
+        )
         tokens_per_step = train.batch_size * train.grad_accum * run.dist.world_size * context
         if run.dist.is_main:
             print(f"pretrain: {len(train_tokens):,} training tokens, {tokens_per_step:,} tokens per step")
@@ -69,12 +95,10 @@ def pretrain(
         def report(final: nn.Module, result) -> dict[str, Any]:
             out: dict[str, Any] = {"tokens_seen": result.step * tokens_per_step}
             if has_val:
-                scores = shards_bpb(final, data, "val", context, train.batch_size, run.device)
+                scores = plan.final(final)
                 out.update({f"val_{k}": v for k, v in scores.items()})
-                print(
-                    f"pretrain: validation bits per byte {scores['bpb']:.4f} over {scores['bytes']:,} bytes"
-                )
-            if sample_tokens:
+                print("pretrain: validation " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+            if sample_tokens and plan.generates:
                 params = SamplingParams(
                     max_new_tokens=sample_tokens, temperature=0.8, top_k=50, seed=train.seed
                 )
@@ -82,17 +106,7 @@ def pretrain(
                 print(f"pretrain: sample\n{out['sample']}")
             return out
 
-        windows = RandomWindows(train_tokens, context, train.batch_size, seed=train.seed)
-        evaluate = window_loss(
-            val_tokens, context, train.batch_size, train.eval_batches, train.seed + 1, run.device
-        )
-        objective = Objective(
-            windows.batch,
-            causal_lm_loss,
-            evaluate if has_val and train.eval_batches else None,
-            flops_per_token=model_flops_per_token(config, context),
-        )
         card = [f"Pretrained from scratch on `{shards}` ({len(train_tokens):,} tokens), context {context}."]
-        return Plan(build_model(config), objective, tokenizer_dir, report, card)
+        return Plan(build_model(plan.config), plan.objective, tokenizer_dir, report, card)
 
     return run_stage("pretrain", out, record, train, overwrite, build)

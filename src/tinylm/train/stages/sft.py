@@ -8,6 +8,7 @@ counts and the held-out loss before and after.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -94,7 +95,10 @@ def sft(
             train.seed,
             lambda rows: collate([examples[i] for i in rows], tok.pad_id),
         )
-        evaluate = heldout_loss(held_out, train.batch_size, train.eval_batches, tok.pad_id, run.device)
+        prefix_lm = bool(base.config.prefix_lm)
+        evaluate = heldout_loss(
+            held_out, train.batch_size, train.eval_batches, tok.pad_id, run.device, prefix_lm
+        )
         with torch.no_grad():
             before = evaluate(base.to(run.device).eval())["val_loss"] if evaluate else None
         base.train()
@@ -118,7 +122,11 @@ def sft(
 
         flops = model_flops_per_token(base.config, context) if mode == "full" else None
         objective = Objective(
-            batches, sft_loss, evaluate, flops, tokens=lambda b: int(b["attention_mask"].sum())
+            batches,
+            partial(sft_loss, prefix_lm=prefix_lm),
+            evaluate,
+            flops,
+            tokens=lambda b: int(b["attention_mask"].sum()),
         )
         card = [f"`{model}` fine-tuned (mode **{mode}**) on `{train_file}`, loss on assistant tokens only."]
         return Plan(base, objective, model, report, card, merge_adapters=merge)

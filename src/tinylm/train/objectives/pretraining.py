@@ -1,0 +1,101 @@
+"""What `tinylm pretrain --objective` trains: each objective turns the token shards into the loop's
+`Objective` and says how the final model is scored on the validation split.
+
+| objective | families | learns to | final score |
+|---|---|---|---|
+| clm | llama | predict every next token | bits per byte |
+| prefix | llama | continue after a random split point, reading the prefix both ways (UniLM) | bits per byte |
+
+A family names its default (`Family.objective`); a new objective is one module with a factory
+`(config, data) -> Pretraining` and one line in `OBJECTIVES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.shards import TokenShards
+from ...errors import TinyLMError
+from ...eval.bpb import shards_bpb
+from ...models import ModelConfig
+from ...models.registry import get_family
+from ...tokenizer import Tokenizer
+from ..loop import Objective
+
+OBJECTIVES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # objective: (factory "module:function", the families it can train)
+    "clm": ("tinylm.train.objectives.lm:causal_pretraining", ("llama",)),
+    "prefix": ("tinylm.train.objectives.prefix:prefix_pretraining", ("llama",)),
+}
+
+
+@dataclass(frozen=True)
+class PretrainData:
+    """The token shards as a pretraining objective sees them."""
+
+    shards: TokenShards
+    train: np.ndarray
+    val: np.ndarray | None
+    """None when the validation split is too short for one window: then nothing is evaluated."""
+    context: int
+    batch_size: int
+    eval_batches: int
+    seed: int
+    tokenizer: Tokenizer
+    device: torch.device
+
+    def evaluation(
+        self, windows: Callable[..., Any], loss: Callable[[nn.Module, Any], torch.Tensor]
+    ) -> Callable[[nn.Module], dict[str, float]] | None:
+        """The mean `loss` over `eval_batches` fixed batches of `windows(val, context, batch_size, seed)`."""
+        from .lm import window_loss
+
+        if self.val is None or not self.eval_batches:
+            return None
+        held_out = windows(self.val, self.context, self.batch_size, seed=self.seed + 1)
+        return window_loss(held_out.batch, loss, self.eval_batches, self.device)
+
+    def split_bpb(self, model: nn.Module) -> dict[str, float]:
+        """Bits per byte over the whole validation split, read causally."""
+        return shards_bpb(model, self.shards, "val", self.context, self.batch_size, self.device)
+
+
+@dataclass
+class Pretraining:
+    """An objective ready for the loop."""
+
+    config: ModelConfig
+    """The model to build, as the objective needs it (a prefix LM sets `prefix_lm`)."""
+    objective: Objective
+    final: Callable[[nn.Module], dict[str, float]]
+    """Scores of the final model on the whole validation split (reported with a "val_" prefix)."""
+    generates: bool = True
+    """Whether the model continues text (so the run ends with a sample)."""
+
+
+def objective_for(name: str | None, config: ModelConfig) -> str:
+    """`name` checked against the model's family, or the family's own objective when None."""
+    name = name or get_family(config.family).objective
+    if name not in OBJECTIVES:
+        raise TinyLMError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    families = OBJECTIVES[name][1]
+    if config.family not in families:
+        fits = [o for o, (_, f) in OBJECTIVES.items() if config.family in f]
+        raise TinyLMError(
+            f"objective {name!r} does not fit model.family={config.family!r}; "
+            f"it trains {', '.join(families)}; for {config.family} choose {', '.join(fits)}"
+        )
+    return name
+
+
+def pretraining(name: str, config: ModelConfig, data: PretrainData) -> Pretraining:
+    """The objective `name` (checked by `objective_for`) for a model of `config`, on `data`."""
+    module, function = OBJECTIVES[objective_for(name, config)][0].split(":")
+    return getattr(importlib.import_module(module), function)(config, data)
