@@ -34,4 +34,5 @@ FAMILY = Family(
     from_hf_config=from_hf_config,
     hf_name=hf_name,
     hf_architecture=hf_architecture,
+    objective="span",
 )

@@ -5,6 +5,7 @@
 |---|---|---|---|
 | clm | llama | predict every next token | bits per byte |
 | prefix | llama | continue after a random split point, reading the prefix both ways (UniLM) | bits per byte |
+| span | t5 | write the spans dropped from its input, each after its sentinel (T5) | span loss |
 
 A family names its default (`Family.objective`); a new objective is one module with a factory
 `(config, data) -> Pretraining` and one line in `OBJECTIVES`.
@@ -33,6 +34,7 @@ OBJECTIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     # objective: (factory "module:function", the families it can train)
     "clm": ("tinylm.train.objectives.lm:causal_pretraining", ("llama",)),
     "prefix": ("tinylm.train.objectives.prefix:prefix_pretraining", ("llama",)),
+    "span": ("tinylm.train.objectives.span:span_pretraining", ("t5",)),
 }
 
 
@@ -78,6 +80,9 @@ class Pretraining:
     """Scores of the final model on the whole validation split (reported with a "val_" prefix)."""
     generates: bool = True
     """Whether the model continues text (so the run ends with a sample)."""
+    tokenizer: Tokenizer | None = None
+    """The tokenizer the model is saved with when the objective adds tokens (span corruption's
+    sentinels); None: the shards' own."""
 
 
 def objective_for(name: str | None, config: ModelConfig) -> str:
