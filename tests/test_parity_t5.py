@@ -197,3 +197,27 @@ class _NoStop:
 
     def apply_chat_template(self, *a, **k):
         raise ValueError("no template")
+
+
+def test_server_batches_concurrent_requests_to_a_t5(tmp_path, tiny_tokenizer_dir, live_server, one_thread):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from tinylm.serve.app import create_app
+
+    save_model(random_t5(**CASES["v1.0-relu-tied"], vocab_size=1024), tmp_path / "t5", tiny_tokenizer_dir)
+    engine = Engine.load(tmp_path / "t5")
+    prompts = ["To be", "床前明月光", "The quick brown fox"]
+    want = [s.text for s in engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=12))]
+    server = live_server(create_app(engine, "t5", max_batch=2))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+
+    def ask(prompt):
+        return client.completions.create(model="t5", prompt=prompt, max_tokens=12, temperature=0).choices[0].text
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(ask, prompts)) == want
+    finally:
+        server.close()
