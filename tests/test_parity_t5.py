@@ -214,10 +214,27 @@ def test_server_batches_concurrent_requests_to_a_t5(tmp_path, tiny_tokenizer_dir
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 
     def ask(prompt):
-        return client.completions.create(model="t5", prompt=prompt, max_tokens=12, temperature=0).choices[0].text
+        return (
+            client.completions.create(model="t5", prompt=prompt, max_tokens=12, temperature=0).choices[0].text
+        )
 
     try:
         with ThreadPoolExecutor(3) as pool:
             assert list(pool.map(ask, prompts)) == want
     finally:
         server.close()
+
+
+def test_continuation_logprobs_of_a_t5_equal_its_full_forward():
+    """Evaluation by label log-likelihood: the prompt encoded once, answers decoded from the start token."""
+    from tinylm.infer.scoring import continuation_logprobs
+
+    ours = random_t5(**CASES["v1.1-gated-gelu-untied"])
+    prompt, answers = [5, 6, 7, 8], [[9], [10, 11, 12], [13, 14]]
+    got = continuation_logprobs(ours, prompt, answers)
+    for answer, value in zip(answers, got, strict=True):
+        labels = torch.tensor([answer])
+        with torch.no_grad():
+            logits = ours(torch.tensor([prompt]), decoder_input_ids=shift_right(labels, 0))
+        want = logits.log_softmax(-1).gather(-1, labels[..., None]).sum()
+        assert value == pytest.approx(float(want), rel=1e-6)
