@@ -238,3 +238,13 @@ def test_continuation_logprobs_of_a_t5_equal_its_full_forward():
             logits = ours(torch.tensor([prompt]), decoder_input_ids=shift_right(labels, 0))
         want = logits.log_softmax(-1).gather(-1, labels[..., None]).sum()
         assert value == pytest.approx(float(want), rel=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [*CASES.values(), dict(mlp="gated-gelu", n_kv_head=2)])
+def test_param_counts_from_the_config_equal_the_built_model(overrides):
+    from tinylm.models import param_counts
+
+    ours = random_t5(**overrides)
+    counts = param_counts(ours.config)
+    assert counts.total == ours.num_params()
+    assert counts.blocks == ours.num_params(non_embedding=True) - (0 if counts.tied else counts.lm_head)

@@ -8,8 +8,8 @@ from .model import T5
 
 def param_counts(config: ModelConfig) -> ParamCounts:
     """Count the parameters of `T5(config)` from its shape alone."""
-    d, ff = config.d_model, config.d_ff
-    attn = 4 * d * d + d
+    d, ff, kv = config.d_model, config.d_ff, config.n_kv_head * config.head_dim
+    attn = 2 * d * d + 2 * d * kv + d
     mlp = (3 if config.mlp in ("swiglu", "gated-gelu") else 2) * d * ff + d
     bias = config.relative_buckets * config.n_head
     encoder = config.n_layer * (attn + mlp) + bias + d

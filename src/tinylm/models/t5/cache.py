@@ -13,17 +13,18 @@ from ..components.cache import KVCache
 
 
 class T5Cache:
-    """`self_attn` (the one KV cache) and `keys`, `values` (n_layer, B, H, S, D), `mask` (B, S) of the encoder."""
+    """`self_attn` (the one KV cache); `keys`, `values` (per decoder layer, (B, H, S, D)) and `mask` (B, S)
+    of the encoded prompt, filled by the decoder blocks on the first call."""
 
-    def __init__(self, self_attn: KVCache) -> None:
+    def __init__(self, self_attn: KVCache, n_layer: int) -> None:
         self.self_attn = self_attn
-        self.keys: torch.Tensor | None = None
-        self.values: torch.Tensor | None = None
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
         self.mask: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, n_layer, batch_size, n_head, head_dim, capacity, dtype, device) -> T5Cache:
-        return cls(KVCache.empty(n_layer, batch_size, n_head, head_dim, capacity, dtype, device))
+        return cls(KVCache.empty(n_layer, batch_size, n_head, head_dim, capacity, dtype, device), n_layer)
 
     @property
     def length(self) -> int:
@@ -36,17 +37,17 @@ class T5Cache:
 
     @property
     def encoded(self) -> bool:
-        return self.keys is not None
+        """Whether the prompt has been encoded (the first call with this cache does it)."""
+        return self.mask is not None
 
-    def set_encoder(self, keys_values: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
-        """Store each decoder layer's cross-attention keys and values of the encoded prompt."""
-        self.keys = torch.stack([k for k, _ in keys_values])
-        self.values = torch.stack([v for _, v in keys_values])
+    def store_encoder(self, layer: int, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> None:
+        """Keep one decoder layer's cross-attention keys and values of the encoded prompt."""
+        self.keys[layer], self.values[layer] = kv
         self.mask = mask.bool()
 
-    def cross(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(keys, values, mask) of the encoder for one decoder layer's cross-attention."""
-        return self.keys[layer_idx], self.values[layer_idx], self.mask
+    def encoder(self, layer: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """((keys, values), mask) of the encoded prompt for one decoder layer's cross-attention."""
+        return (self.keys[layer], self.values[layer]), self.mask
 
     def reserve(self, capacity: int) -> None:
         self.self_attn.reserve(capacity)
@@ -54,16 +55,20 @@ class T5Cache:
     def keep(self, rows: list[int]) -> None:
         self.self_attn.keep(rows)
         idx = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
-        self.keys, self.values, self.mask = self.keys[:, idx], self.values[:, idx], self.mask[idx]
+        self.keys = [k[idx] for k in self.keys]
+        self.values = [v[idx] for v in self.values]
+        self.mask = self.mask[idx]
 
     def merge(self, other: T5Cache, capacity: int) -> None:
         self.self_attn.merge(other.self_attn, capacity)
         S = max(self.mask.shape[1], other.mask.shape[1])
 
         def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-            extra = S - t.shape[dim]
-            return torch.cat([t, t.new_zeros((*t.shape[:dim], extra, *t.shape[dim + 1 :]))], dim)
+            extra = t.new_zeros((*t.shape[:dim], S - t.shape[dim], *t.shape[dim + 1 :]))
+            return torch.cat([t, extra], dim)
 
-        self.keys = torch.cat([pad(self.keys, 3), pad(other.keys, 3)], 1)
-        self.values = torch.cat([pad(self.values, 3), pad(other.values, 3)], 1)
-        self.mask = torch.cat([pad(self.mask, 1), pad(other.mask, 1)], 0)
+        self.keys = [torch.cat([pad(a, 2), pad(b, 2)]) for a, b in zip(self.keys, other.keys, strict=True)]
+        self.values = [
+            torch.cat([pad(a, 2), pad(b, 2)]) for a, b in zip(self.values, other.values, strict=True)
+        ]
+        self.mask = torch.cat([pad(self.mask, 1), pad(other.mask, 1)])

@@ -37,7 +37,7 @@ class Block(nn.Module):
 
     def __init__(self, c: ModelConfig, layer_idx: int, decoder: bool) -> None:
         super().__init__()
-        attn = dict(n_kv_head=c.n_head, dropout=c.dropout, scale=1.0)
+        attn = dict(n_kv_head=c.n_kv_head, dropout=c.dropout, scale=1.0)
         self.attn_norm = RMSNorm(c.d_model, c.norm_eps)
         self.attn = Attention(c.d_model, c.n_head, layer_idx=layer_idx, **attn)
         self.position_bias = (
@@ -55,18 +55,29 @@ class Block(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.dropout, self.training) if self.dropout else x
 
-    def forward(self, x, allowed, bias, past=0, cache=None, cross=None):
+    def forward(self, x, allowed, bias, past=0, cache=None, encoder=None):
         """`allowed` (B, 1, T, S) boolean self-attention mask, `bias` the stack's position bias (None in the
-        first block), `cross` = (keys, values, mask) of the encoder for a decoder block."""
+        first block); a decoder block attends to `encoder` = (states, mask), or to what `cache` holds of it.
+        Cross-attention's keys and values are computed here, inside the block, so FSDP has gathered its
+        weights."""
         if bias is None:
             bias = self.position_bias(x.shape[1], allowed.shape[-1], past)
-        h = self.attn_norm(x)
-        x = x + self._drop(self.attn(h, _additive(allowed, bias), cache=cache))
-        if cross is not None:
-            k, v, mask = cross
-            h = self.cross_attn(self.cross_norm(x), padding_mask(mask), kv=(k, v))
-            x = x + self._drop(h)
+        own = cache.self_attn if cache is not None else None
+        x = x + self._drop(self.attn(self.attn_norm(x), _additive(allowed, bias), cache=own))
+        if hasattr(self, "cross_attn"):
+            x = x + self._drop(self._cross(self.cross_norm(x), cache, encoder))
         return x + self._drop(self.mlp(self.mlp_norm(x))), bias
+
+    def _cross(self, h: torch.Tensor, cache: T5Cache | None, encoder) -> torch.Tensor:
+        layer = self.attn.layer_idx
+        if encoder is not None:
+            states, mask = encoder
+            kv = self.cross_attn.keys_values(states)
+            if cache is not None:
+                cache.store_encoder(layer, kv, mask)
+        else:
+            kv, mask = cache.encoder(layer)
+        return self.cross_attn(h, padding_mask(mask), kv=kv)
 
 
 class T5(Backbone):
@@ -106,16 +117,22 @@ class T5(Backbone):
                 std = (d * kv) ** -0.5
             elif name.endswith("down_proj.weight"):
                 std = self.config.d_ff**-0.5
-            elif name.startswith(("encoder_blocks.", "decoder_blocks.")):  # k, v, o, position bias, MLP in
-                std = d**-0.5
-            else:  # the embedding (and an untied head)
+            elif name.startswith(("encoder_blocks.", "decoder_blocks.", "lm_head.")):  # k v o, bias, MLP in
+                std = d**-0.5  # an untied head too, as Mesh TensorFlow's T5 (logits of unit scale at start)
+            else:  # the embedding
                 std = 1.0
             nn.init.normal_(p, std=f * std)
 
     def new_cache(self, batch_size: int, capacity: int | None = None) -> T5Cache:
         c, w = self.config, self.embed.weight
         return T5Cache.empty(
-            c.n_decoder_layer, batch_size, c.n_head, c.head_dim, capacity or c.max_seq_len, w.dtype, w.device
+            c.n_decoder_layer,
+            batch_size,
+            c.n_kv_head,
+            c.head_dim,
+            capacity or c.max_seq_len,
+            w.dtype,
+            w.device,
         )
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,19 +166,18 @@ class T5(Backbone):
                 raise TinyLMError(
                     "a t5 model needs decoder_input_ids (or a cache) besides the encoder's input_ids"
                 )
-            enc_mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-            k_v = [b.cross_attn.keys_values(self.encode(input_ids, enc_mask)) for b in self.decoder_blocks]
-            return self._decode(decoder_input_ids, None, lambda i: (*k_v[i], enc_mask))
-        if not cache.encoded:
-            states = self.encode(input_ids, attention_mask)
-            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-            cache.set_encoder([b.cross_attn.keys_values(states) for b in self.decoder_blocks], mask)
-            B = input_ids.shape[0]
-            input_ids = input_ids.new_full((B, 1), self.config.decoder_start_id)
-            attention_mask = None
-        return self._decode(input_ids, cache, cache.cross, attention_mask)
+            return self._decode(decoder_input_ids, None, self._encoder(input_ids, attention_mask))
+        if cache.encoded:
+            return self._decode(input_ids, cache, None, attention_mask)
+        start = input_ids.new_full((input_ids.shape[0], 1), self.config.decoder_start_id)
+        return self._decode(start, cache, self._encoder(input_ids, attention_mask))
 
-    def _decode(self, ids, cache, cross, attention_mask=None) -> torch.Tensor:
+    def _encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+        """(states, mask) of the encoded input, for the decoder's cross-attention."""
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        return self.encode(input_ids, mask), mask
+
+    def _decode(self, ids, cache, encoder, attention_mask=None) -> torch.Tensor:
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         mask = attention_mask if attention_mask is not None else ids.new_ones(B, T)
@@ -169,8 +185,8 @@ class T5(Backbone):
             mask = cache.self_attn.extend_mask(mask)
         allowed = causal_mask(mask, past, T)
         x, bias = self._drop(self.embed(ids)), None
-        for i, block in enumerate(self.decoder_blocks):
-            x, bias = block(x, allowed, bias, past, cache.self_attn if cache is not None else None, cross(i))
+        for block in self.decoder_blocks:
+            x, bias = block(x, allowed, bias, past, cache, encoder)
         if cache is not None:
             cache.self_attn.advance(T)
         x = self._drop(self.norm(x))
