@@ -129,6 +129,10 @@ class Tokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of an id (a byte-level one spells a space as Ġ), None outside the vocabulary."""
+        return self._tok.id_to_token(token_id)
+
     def encode(self, text: str, special: bool = True) -> list[int]:
         """Token ids of `text`; with `special=False`, special-token strings in it are encoded as text."""
         return (self._tok if special else self._plain).encode(text, add_special_tokens=False).ids

@@ -44,6 +44,10 @@ COMMANDS: dict[str, Command] = {
         "tinylm.data.shards:prepare_shards",
         "Tokenise a corpus into train / validation token shards for pretraining and evaluation.",
     ),
+    "data clean": Command(
+        "tinylm.data.clean.run:clean_corpus",
+        "Clean a corpus before tokenising: normalise, filter by quality and language, scrub PII, deduplicate.",
+    ),
     "data make": Command(
         "tinylm.tasks.make:make_task",
         "Build task data from real corpora (poems, preferences, sentiment-zh, sentiment-en, kjv, arithmetic).",
@@ -80,6 +84,11 @@ COMMANDS: dict[str, Command] = {
     "chat": Command(
         "tinylm.infer.chat:chat", "Chat with a model in the terminal, replies streamed as they are generated."
     ),
+    "ime": Command(
+        "tinylm.ime.cli:ime",
+        "Turn pinyin into ranked Chinese candidates, with or without tones and spaces, or interactively.",
+        options="tinylm.ime.cli:add_ime_options",
+    ),
     "serve": Command(
         "tinylm.serve.app:serve",
         "Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.",
@@ -98,6 +107,25 @@ COMMANDS: dict[str, Command] = {
     "eval run": Command(
         "tinylm.eval.run:eval_run",
         "Score a model on a task's held-out prompts: mean reward, the task's metrics, KL to a reference.",
+        positional=True,
+    ),
+    "vectors train": Command(
+        "tinylm.vectors.cli:train_vectors",
+        "Train word vectors (word2vec skip-gram with negative sampling) on a corpus.",
+    ),
+    "vectors neighbours": Command(
+        "tinylm.vectors.cli:vectors_neighbours",
+        "Print the words nearest to WORD (cosine similarity) in word vectors or a model's embeddings.",
+        positional=True,
+    ),
+    "vectors analogy": Command(
+        "tinylm.vectors.cli:vectors_analogy",
+        'Print answers to "A is to B as C is to ?" (the words nearest to B - A + C, the three excluded).',
+        positional=True,
+    ),
+    "vectors eval": Command(
+        "tinylm.vectors.cli:vectors_eval",
+        "Score word vectors (or a model's embeddings) on WordSim-353 (Spearman) and the Google analogies.",
         positional=True,
     ),
     "reward train": Command(
@@ -120,15 +148,46 @@ COMMANDS: dict[str, Command] = {
         "tinylm.train.stages.grpo:grpo",
         "Align a model with GRPO on a verifiable reward: group sampling, group-normalised advantages, KL to reference.",
     ),
+    "ngram train": Command(
+        "tinylm.ngram.cli:ngram_train",
+        "Train an n-gram language model on a corpus or token shards and score it on the held-out split.",
+    ),
+    "ngram eval": Command(
+        "tinylm.ngram.cli:ngram_eval",
+        "Score an n-gram model (directory or ARPA file) in bits per byte and perplexity on a split.",
+    ),
+    "ngram generate": Command(
+        "tinylm.ngram.cli:ngram_generate",
+        "Sample text from an n-gram model, seeded, each sample until </s> or max_tokens.",
+    ),
+    "ngram export": Command(
+        "tinylm.ngram.cli:ngram_export",
+        "Write an n-gram model as an ARPA file (log10 probabilities and backoff weights) that KenLM loads.",
+    ),
+    "scaling sweep": Command(
+        "tinylm.scaling.cli:scaling_sweep",
+        "Pretrain a grid of model sizes × budgets (IsoFLOP or steps), one row of loss, size and compute per run.",
+    ),
+    "scaling fit": Command(
+        "tinylm.scaling.cli:scaling_fit",
+        "Fit L(N, D) = E + A/N^α + B/D^β (Chinchilla approach 3) and the IsoFLOP parabolas (approach 2) to a sweep.",
+    ),
+    "scaling predict": Command(
+        "tinylm.scaling.cli:scaling_predict",
+        "Predict a run's loss from a fitted law, or the compute-optimal size and data for a FLOP budget.",
+    ),
 }
 
 GROUPS: dict[str, str] = {
     "tokenizer": "Train byte-level BPE tokenizers.",
-    "data": "Embedded corpora, token shards and task data.",
+    "data": "Embedded corpora, cleaning, token shards and task data.",
     "import": "Import models from Hugging Face directories and GGUF files.",
     "export": "Export tinylm checkpoints to Hugging Face directories.",
     "eval": "Score models: bits per byte, tasks.",
+    "vectors": "Word vectors: train word2vec, nearest neighbours, analogies, scores; also a model's embeddings.",
     "reward": "Reward models: train on preference pairs, score conversations.",
+    "ngram": "N-gram language models: train (modified Kneser-Ney and others), score, sample, export ARPA.",
+    "scaling": "Scaling laws: sweep sizes × budgets, fit L(N, D), predict bigger runs.",
 }
 """Help text of each group of two-word verbs (`tinylm data --help`)."""
 

@@ -39,6 +39,12 @@ RUN_SUMMARY = "tinylm.train.report:summarize_run"
 TASK_SUMMARY = "tinylm.tasks.make:summarize"
 
 STAGES: dict[str, Stage] = {
+    "clean": Stage(
+        "data clean",
+        "tinylm.data.clean.report:summarize",
+        inputs={"data": "corpus"},
+        outputs={"corpus": "kept.jsonl"},
+    ),
     "tokenizer": Stage(
         "tokenizer train", "tinylm.data.bpe:summarize", inputs={"data": "corpus"}, outputs={"tokenizer": ""}
     ),

@@ -7,6 +7,7 @@ A document is the unit that is followed by an EOS token in the token shards:
   boundaries comes as one file per document, or as JSONL.
 - a JSONL line is one document, rendered from one field (`field="text"`) or from a template such as
   `"{title}\\n{paragraphs}"`, where a list field is joined with newlines. Blank lines are ignored.
+- a Parquet row (`.parquet`) is one document, rendered like a JSONL record; reading Parquet needs pyarrow.
 
 Every document is cleaned the same way, so training and evaluation see the same text: invalid UTF-8 is
 replaced by U+FFFD (counted, with a warning), line ends become `\\n`, control characters other than `\\n`
@@ -16,6 +17,7 @@ on the fly, which is how the embedded corpora are read.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import re
 import string
@@ -30,12 +32,15 @@ from .jsonl import COMPRESSED, decode, jsonl_rows, open_binary, warn_invalid
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl",)
+PARQUET_SUFFIXES = (".parquet",)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone surrogates from JSON "\ud800" escapes cannot be encoded
 
 
 def file_kind(path: Path) -> str | None:
-    """ "text", "jsonl" or None (not a corpus file), judged by the suffix under any .xz / .gz."""
+    """ "text", "jsonl", "parquet" or None (not a corpus file), judged by the suffix under any .xz / .gz."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return "parquet"
     name = path.name[: -len(path.suffix)] if path.suffix in COMPRESSED else path.name
     suffix = Path(name).suffix.lower()
     return "text" if suffix in TEXT_SUFFIXES else "jsonl" if suffix in JSONL_SUFFIXES else None
@@ -53,7 +58,7 @@ def resolve_source(name_or_path: str | Path) -> list[Path]:
     """
     spec = str(name_or_path)
     path = Path(spec).expanduser()
-    expected = "a .txt, .md or .jsonl file (optionally .xz or .gz)"
+    expected = "a .txt, .md or .jsonl file (optionally .xz or .gz) or a .parquet file"
     if path.is_file():
         if file_kind(path) is None:
             raise TinyLMError(f"{path}: unsupported file type; expected {expected}")
@@ -143,11 +148,60 @@ def render(record: dict[str, Any], template: str, where: str) -> str:
         raise TinyLMError(f"{where}: template {template!r} cannot render this record: {e}") from None
 
 
-def read_jsonl(path: Path, template: str, skip_bad_lines: bool = False) -> Iterator[str]:
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One cleaned document, where it came from, and its record's fields that the text was not made of."""
+
+    text: str
+    where: str
+    """"file" for a plain-text file, "file:line" for JSONL, "file:row" for Parquet."""
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def _from_records(rows: Iterator[tuple[str, dict[str, Any]]], template: str) -> Iterator[Document]:
+    used = _template_fields(template)
+    for where, record in rows:
+        text = clean_text(render(record, template, where))
+        yield Document(text, where, {k: v for k, v in record.items() if k not in used})
+
+
+def read_jsonl(path: Path, template: str, skip_bad_lines: bool = False) -> Iterator[Document]:
     """Rendered and cleaned documents of a JSONL file, one per non-blank line (see `jsonl.jsonl_rows`)."""
     hint = "; pass --skip-bad-lines true to skip such lines"
-    for where, record in jsonl_rows(path, skip_bad_lines=skip_bad_lines, allow_empty=True, hint=hint):
-        yield clean_text(render(record, template, where))
+    rows = jsonl_rows(path, skip_bad_lines=skip_bad_lines, allow_empty=True, hint=hint)
+    yield from _from_records(rows, template)
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TinyLMError(
+            f"{path}: reading Parquet needs pyarrow; install it with `pip install pyarrow`"
+        ) from None
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches():
+        for record in batch.to_pylist():
+            row += 1
+            yield f"{path}:{row}", record
+
+
+def read_file(path: Path, template: str | None = None, skip_bad_lines: bool = False) -> Iterator[Document]:
+    """The cleaned documents of one corpus file, whitespace-only ones included.
+
+    `template` renders JSONL and Parquet records (None: the file's default, see `default_template`).
+    """
+    kind = file_kind(path)
+    if kind == "text":
+        yield Document(read_text(path), str(path))
+    elif kind == "jsonl":
+        yield from read_jsonl(path, template or default_template(path), skip_bad_lines)
+    else:
+        yield from _from_records(_parquet_rows(path), template or default_template(path))
 
 
 def read_documents(
@@ -157,17 +211,12 @@ def read_documents(
 
     Raises TinyLMError if the source yields no document at all.
     """
-    paths = resolve_source(source)
     chosen = compile_template(field, template)
     count = 0
-    for path in paths:
-        if file_kind(path) == "text":
-            docs: Iterator[str] = iter([read_text(path)])
-        else:
-            docs = read_jsonl(path, chosen or default_template(path), skip_bad_lines)
-        for doc in docs:
-            if doc.strip():
+    for path in resolve_source(source):
+        for doc in read_file(path, chosen, skip_bad_lines):
+            if doc.text.strip():
                 count += 1
-                yield doc
+                yield doc.text
     if count == 0:
         raise TinyLMError(f"{source}: empty corpus (no document holds any text)")

@@ -59,6 +59,28 @@ def _split_by_documents(docs: Iterator[str], val_fraction: float) -> Iterator[tu
         yield ("val" if int((i + 1) * val_fraction) > int(i * val_fraction) else "train"), doc
 
 
+def splits_by_characters(paths: list[Path]) -> bool:
+    """A corpus of exactly one plain-text file is split by characters, any other by documents."""
+    return len(paths) == 1 and file_kind(paths[0]) == "text"
+
+
+def split_corpus(
+    data: str,
+    val_fraction: float = 0.1,
+    field: str | None = None,
+    template: str | None = None,
+    skip_bad_lines: bool = False,
+) -> Iterator[tuple[str, str]]:
+    """(split, document) pairs of a corpus, split as the module docstring says; what shards and every
+    other held-out score (n-gram models) are computed on."""
+    if not 0 <= val_fraction < 1:
+        raise TinyLMError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    paths = resolve_source(data)
+    if splits_by_characters(paths):
+        return _split_by_characters(paths[0], val_fraction)
+    return _split_by_documents(read_documents(data, field, template, skip_bad_lines), val_fraction)
+
+
 def _chunks(docs: Iterator[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
     """Group (split, document) pairs into per-split lists, keeping each split's order."""
     buffers: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -157,8 +179,6 @@ def prepare_shards(
         workers: Tokenising processes; 0 means one per CPU core, 1 tokenises in this process.
         overwrite: Replace an output directory that holds a different run.
     """
-    if not 0 <= val_fraction < 1:
-        raise TinyLMError(f"val_fraction must be in [0, 1), got {val_fraction}")
     tok = Tokenizer.load(tokenizer)
     config = {
         "data": data,
@@ -175,11 +195,8 @@ def prepare_shards(
             return shards
         print(f"shards: the tokenizer in {tokenizer} has changed since {out} was made; preparing again")
     paths = resolve_source(data)
-    by_characters = len(paths) == 1 and file_kind(paths[0]) == "text"
-    if by_characters:
-        docs = _split_by_characters(paths[0], val_fraction)
-    else:
-        docs = _split_by_documents(read_documents(data, field, template, skip_bad_lines), val_fraction)
+    by_characters = splits_by_characters(paths)
+    docs = split_corpus(data, val_fraction, field, template, skip_bad_lines)
     workers = workers if workers > 0 else os.cpu_count() or 1
     with atomic_dir(out) as tmp:
         stats = _write_splits(tmp, _encoded(_chunks(docs), tok, str(tokenizer), workers))

@@ -23,6 +23,11 @@ from ..errors import TinyLMError
 from ..tokenizer import Tokenizer
 
 
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    """The definition above: total negative log-likelihood in nats over ln 2 times the text's UTF-8 bytes."""
+    return nats / (math.log(2) * n_bytes)
+
+
 @torch.no_grad()
 def split_nll(
     model: nn.Module, tokens, context: int, batch_size: int = 8, device: str | torch.device = "cpu"
@@ -57,7 +62,7 @@ def shards_bpb(
         raise TinyLMError(f"{shards.dir}: the {split!r} split is empty; nothing to score")
     nll, count = split_nll(model, tokens, context, batch_size, device)
     return {
-        "bpb": nll / (math.log(2) * n_bytes),
+        "bpb": bits_per_byte(nll, n_bytes),
         "nll_per_token": nll / count,
         "tokens": count,
         "bytes": n_bytes,

@@ -64,22 +64,6 @@ def heldout_loss(
     return evaluate
 
 
-def window_loss(
-    batch: Callable[[int], tuple[torch.Tensor, ...]],
-    loss: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor],
-    n_batches: int,
-    device: torch.device,
-) -> Callable[[nn.Module], dict[str, float]]:
-    """An evaluation: the mean `loss` ("val_loss") over the first `n_batches` of held-out `batch(i)`
-    (windows of a validation split), the same batches every time."""
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        batches = (tuple(t.to(device) for t in batch(i)) for i in range(n_batches))
-        return {"val_loss": float(torch.stack([loss(model, b) for b in batches]).mean())}
-
-    return evaluate
-
-
 def causal_pretraining(config: ModelConfig, data: PretrainData) -> Pretraining:
     """Next-token prediction at every position of random windows; scored in bits per byte at the end."""
     windows = RandomWindows(data.train, data.context, data.batch_size, seed=data.seed)

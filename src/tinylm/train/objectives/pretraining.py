@@ -57,8 +57,6 @@ class PretrainData:
         self, windows: Callable[..., Any], loss: Callable[[nn.Module, Any], torch.Tensor]
     ) -> Callable[[nn.Module], dict[str, float]] | None:
         """The mean `loss` over `eval_batches` fixed batches of `windows(val, context, batch_size, seed)`."""
-        from .lm import window_loss
-
         if self.val is None or not self.eval_batches:
             return None
         held_out = windows(self.val, self.context, self.batch_size, seed=self.seed + 1)
@@ -67,6 +65,22 @@ class PretrainData:
     def split_bpb(self, model: nn.Module) -> dict[str, float]:
         """Bits per byte over the whole validation split, read causally."""
         return shards_bpb(model, self.shards, "val", self.context, self.batch_size, self.device)
+
+
+def window_loss(
+    batch: Callable[[int], tuple[torch.Tensor, ...]],
+    loss: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor],
+    n_batches: int,
+    device: torch.device,
+) -> Callable[[nn.Module], dict[str, float]]:
+    """An evaluation: the mean `loss` ("val_loss") over the first `n_batches` of held-out `batch(i)`
+    (windows of a validation split), the same batches every time."""
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        batches = (tuple(t.to(device) for t in batch(i)) for i in range(n_batches))
+        return {"val_loss": float(torch.stack([loss(model, b) for b in batches]).mean())}
+
+    return evaluate
 
 
 @dataclass

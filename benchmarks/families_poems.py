@@ -1,0 +1,184 @@
+"""The Transformer families at equal size and equal CPU time: which pretraining completes a poem line best?
+
+The T5 paper found, at equal compute, an encoder-decoder with a denoising objective ahead of a prefix LM,
+and that ahead of a causal decoder. Here on 全唐诗: poems whose index is a multiple of 50 are held out,
+the rest train one tokenizer and one set of shards, and every variant is pretrained from scratch with the
+same non-embedding parameter budget for the same training wall time:
+
+| variant | family | objective |
+|---|---|---|
+| causal | llama | next token (clm) |
+| prefix | llama | prefix LM on random splits |
+| encoder | bert | masked LM (15 %, 80/10/10) |
+| enc-dec | t5 | span corruption (15 %, mean span 3) |
+
+Downstream task (zero-shot, straight after pretraining): given the first half of a held-out couplet
+("床前明月光，") produce the second ("疑是地上霜"), told only its length in tokens. The decoders and T5
+decode greedily (T5 from "first half，<extra_id_0>", its pretraining format); the encoder fills that many
+[MASK]s left to right, one forward pass per token. Scored by exact match and character accuracy
+(position by position), 2 seeds each.
+
+    .venv/bin/python benchmarks/families_poems.py --max-time 120s --seeds 2
+    .venv/bin/python benchmarks/families_poems.py --max-time 10s --seeds 1 --pairs 20   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINYLM = str(Path(sys.executable).with_name("tinylm"))
+POEMS = ROOT.parent / "shared" / "data" / "zh" / "tang_poems.jsonl"
+
+D_MODEL, HEADS, CONTEXT = 192, 4, 128
+VARIANTS = {
+    # name: (family, objective, shape): about 1.8M non-embedding parameters each (printed below)
+    "causal": ("llama", "clm", {"n_layer": 4, "d_ff": 512}),
+    "prefix": ("llama", "prefix", {"n_layer": 4, "d_ff": 512}),
+    "encoder": ("bert", "mlm", {"n_layer": 4, "d_ff": 768}),
+    "enc-dec": ("t5", "span", {"n_layer": 2, "n_decoder_layer": 2, "d_ff": 384}),
+}
+
+
+def sh(cmd: list[str]) -> None:
+    print("$", " ".join(["tinylm", *cmd[1:]] if cmd[0] == TINYLM else cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def split_poems(work: Path) -> list[dict]:
+    """Write the training poems to work/train.jsonl; return the held-out ones."""
+    rows = [json.loads(line) for line in POEMS.read_text(encoding="utf-8").splitlines()]
+    train, test = [], []
+    for i, row in enumerate(rows):
+        (test if i % 50 == 0 else train).append(row)
+    (work / "train.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train), encoding="utf-8"
+    )
+    return test
+
+
+def couplets(poems: list[dict], limit: int) -> list[tuple[str, str]]:
+    """(first half with its comma, second half without the stop) of regular 5- or 7-character couplets."""
+    pairs = []
+    for poem in poems:
+        for line in poem["paragraphs"]:
+            if line.count("，") == 1 and line.endswith("。") and line.count("。") == 1:
+                first, second = line[:-1].split("，")
+                if len(first) == len(second) in (5, 7):
+                    pairs.append((first + "，", second))
+                    break  # one couplet per poem, so poets and poems weigh equally
+    return pairs[:limit]
+
+
+def complete(model, tok, family: str, first: str, n_tokens: int) -> str:
+    """The model's second half for `first`, `n_tokens` tokens long."""
+    from tinylm.infer.engine import Engine
+    from tinylm.infer.sampling import SamplingParams
+
+    if family == "bert":
+        return fill_masks(model, tok, first, n_tokens)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=n_tokens + (family == "t5"), ignore_eos=True)
+    prompt = first + "<extra_id_0>" if family == "t5" else first
+    return Engine(model, tok).generate([prompt], greedy)[0].text.replace("，", "").replace("。", "")
+
+
+@torch.no_grad()
+def fill_masks(model, tok, first: str, n_tokens: int) -> str:
+    """Fill `n_tokens` [MASK]s after `first`, left to right, each from one bidirectional forward pass."""
+    ids = [tok.cls_id, *tok.encode(first), *[tok.mask_id] * n_tokens, tok.sep_id]
+    start = len(ids) - 1 - n_tokens
+    for t in range(start, start + n_tokens):
+        logits = model(torch.tensor([ids]))[0, t]
+        ids[t] = int(logits.argmax())
+    return tok.decode(ids[start : start + n_tokens], skip_special_tokens=True)
+
+
+def score(pairs: list[tuple[str, str]], answers: list[str]) -> dict[str, float]:
+    exact = sum(a == b for (_, b), a in zip(pairs, answers, strict=True))
+    chars = sum(
+        sum(x == y for x, y in zip(a, b, strict=False)) for (_, b), a in zip(pairs, answers, strict=True)
+    )
+    return {"exact": exact / len(pairs), "char_acc": chars / sum(len(b) for _, b in pairs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-families"))
+    parser.add_argument("--max-time", default="120s", help="training wall time of every run")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=400, help="held-out couplets to complete")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    from tinylm.models import ModelConfig, load_model, param_counts
+    from tinylm.tokenizer import Tokenizer
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
+    pairs = couplets(split_poems(work), args.pairs)
+    tokenizer, shards = work / "tokenizer", work / "shards"
+    sh([TINYLM, "tokenizer", "train", "--data", str(work / "train.jsonl"), "--out", str(tokenizer),
+        "--vocab_size", "6000", "--template", "{title}\n{paragraphs}"])  # fmt: skip
+    sh([TINYLM, "data", "prepare", "--data", str(work / "train.jsonl"), "--tokenizer", str(tokenizer),
+        "--out", str(shards), "--val_fraction", "0.02", "--template", "{title}\n{paragraphs}"])  # fmt: skip
+    tok = Tokenizer.load(tokenizer)
+    lengths = [len(tok.encode(b)) for _, b in pairs]
+
+    rows = []
+    for name in args.variants.split(","):
+        family, objective, shape = VARIANTS[name]
+        config = ModelConfig(family=family, d_model=D_MODEL, n_head=HEADS, max_seq_len=CONTEXT,
+                             vocab_size=tok.vocab_size, **shape)  # fmt: skip
+        n_params = param_counts(config).blocks
+        for seed in range(args.seeds):
+            out = work / f"{name}-{seed}"
+            cmd = [TINYLM, "pretrain", "--shards", str(shards), "--out", str(out), "--objective", objective,
+                   "--model.family", family, "--model.d_model", str(D_MODEL), "--model.n_head", str(HEADS),
+                   "--model.max_seq_len", str(CONTEXT), "--train.max_time", args.max_time,
+                   "--train.max_steps", "null", "--train.lr", "0.003", "--train.warmup_steps", "30",
+                   "--train.batch_size", "16", "--train.eval_every", "0", "--train.seed", str(seed),
+                   "--sample_tokens", "0", "--overwrite", "true"]  # fmt: skip
+            for key, value in shape.items():
+                cmd += [f"--model.{key}", str(value)]
+            sh(cmd)
+            result = json.loads((out / "results.json").read_text())
+            model = load_model(out / "model").eval()
+            model_tok = Tokenizer.load(out / "model")
+            started = time.perf_counter()
+            answers = [
+                complete(model, model_tok, family, a, n) for (a, _), n in zip(pairs, lengths, strict=True)
+            ]
+            seconds = time.perf_counter() - started
+            scores = score(pairs, answers)
+            rows.append({"variant": name, "seed": seed, "params": n_params, "steps": result["step"],
+                         "tokens": result.get("tokens_seen"), **scores, "eval_s": seconds,
+                         "example": f"{pairs[0][0]}{answers[0]}"})  # fmt: skip
+            print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+
+    print(f"\n{len(pairs)} held-out couplets; training time {args.max_time} per run; "
+          f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores\n")  # fmt: skip
+    print("| variant | non-embedding params | steps (per seed) | exact match | char accuracy |")
+    print("|---|---|---|---|---|")
+    for name in args.variants.split(","):
+        mine = [r for r in rows if r["variant"] == name]
+        steps = "/".join(str(r["steps"]) for r in mine)
+        exact = statistics.mean(r["exact"] for r in mine)
+        chars = ", ".join(f"{r['char_acc']:.3f}" for r in mine)
+        print(f"| {name} | {mine[0]['params'] / 1e6:.2f}M | {steps} | {exact:.3f} | {chars} "
+              f"(mean {statistics.mean(r['char_acc'] for r in mine):.3f}) |")  # fmt: skip
+    print("\ncommand:", " ".join([".venv/bin/python", "benchmarks/families_poems.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()

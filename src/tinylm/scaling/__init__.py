@@ -1,0 +1,1 @@
+"""Scaling laws: a sweep of pretraining runs over sizes × budgets, the Chinchilla fits, and predictions."""
