@@ -248,3 +248,24 @@ def test_param_counts_from_the_config_equal_the_built_model(overrides):
     counts = param_counts(ours.config)
     assert counts.total == ours.num_params()
     assert counts.blocks == ours.num_params(non_embedding=True) - (0 if counts.tied else counts.lm_head)
+
+
+def test_activation_checkpointing_of_encoder_and_decoder_blocks_keeps_the_gradients():
+    import functools
+
+    from tinylm.train.loop import enable_activation_checkpointing
+
+    ids, mask, labels = padded_batch(96)
+    dec = shift_right(labels.clamp(min=0), 0)
+    grads = []
+    for checkpointed in (False, True):
+        ours = random_t5(**CASES["v1.1-gated-gelu-untied"]).train()
+        if checkpointed:
+            enable_activation_checkpointing(ours)
+            assert all(
+                isinstance(b.forward, functools.partial) for b in [*ours.encoder_blocks, *ours.decoder_blocks]
+            )
+        ours(ids, mask, decoder_input_ids=dec).square().mean().backward()
+        grads.append({n: p.grad for n, p in ours.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
