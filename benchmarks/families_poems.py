@@ -93,9 +93,10 @@ def complete(model, tok, family: str, first: str, n_tokens: int) -> str:
 
 @torch.no_grad()
 def fill_masks(model, tok, first: str, n_tokens: int) -> str:
-    """Fill `n_tokens` [MASK]s after `first`, left to right, each from one bidirectional forward pass."""
-    ids = [tok.cls_id, *tok.encode(first), *[tok.mask_id] * n_tokens, tok.sep_id]
-    start = len(ids) - 1 - n_tokens
+    """Fill `n_tokens` masks after `first`, left to right, each from one bidirectional forward pass; the
+    line ends in "。" and EOS, as documents do in the packed pretraining windows."""
+    ids = [*tok.encode(first), *[tok.mask_id] * n_tokens, *tok.encode("。"), tok.eos_id]
+    start = len(tok.encode(first))
     for t in range(start, start + n_tokens):
         logits = model(torch.tensor([ids]))[0, t]
         ids[t] = int(logits.argmax())

@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
 from .errors import TinyLMError
@@ -100,6 +100,26 @@ class Tokenizer:
             f.write(self._json)
         template = {"chat_template": self.chat_template} if self.chat_template else {}
         write_json(path / "tokenizer_config.json", {**self.config, **template})
+
+    def with_special_tokens(self, tokens: list[str]) -> Tokenizer:
+        """A copy with `tokens` added as special tokens at the end of the vocabulary (existing ids stay).
+
+        Tokens it already holds as special tokens keep their ids; one that the vocabulary holds as ordinary
+        text would get a second meaning, which is a TinyLMError.
+        """
+        added = {t["content"] for t in json.loads(self._json).get("added_tokens", []) if t.get("special")}
+        clash = [t for t in tokens if t not in added and self._tok.token_to_id(t) is not None]
+        if clash:
+            raise TinyLMError(
+                f"special token {clash[0]!r} is already an ordinary token of this tokenizer "
+                f"(id {self._tok.token_to_id(clash[0])}); it cannot also be a special one"
+            )
+        new = [t for t in tokens if t not in added]
+        tok = HFTokenizer.from_str(self._json.decode("utf-8"))
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+        extra = [t for t in self.config.get("additional_special_tokens", []) if t not in new]
+        config = {**self.config, "additional_special_tokens": [*extra, *new]}
+        return Tokenizer(tok.to_str().encode("utf-8"), config, self.chat_template)
 
     @functools.cached_property
     def hash(self) -> str:

@@ -76,10 +76,13 @@ class Backbone(nn.Module):
         cache: Cache | None = None,
         keep: int | torch.Tensor | None = None,
         prefix: torch.Tensor | None = None,
+        **inputs: torch.Tensor,
     ) -> torch.Tensor:
         """Next-token logits (B, T, vocab); `keep` = k gives only the last k positions (B, k, vocab), and a
-        boolean (B, T) mask gives the selected positions (N, vocab), so the head runs only where it is read."""
-        return self.lm_head(kept(self.hidden(input_ids, attention_mask, position_ids, cache, prefix), keep))
+        boolean (B, T) mask gives the selected positions (N, vocab), so the head runs only where it is read.
+        `inputs` are a family's own (an encoder-decoder's `decoder_input_ids`), passed on to `hidden`."""
+        h = self.hidden(input_ids, attention_mask, position_ids, cache, prefix, **inputs)
+        return self.lm_head(kept(h, keep))
 
     @property
     def device(self) -> torch.device:

@@ -21,7 +21,8 @@ class ModelConfig:
     """
 
     family: str = "llama"
-    """Architecture: llama (decoder-only, GPT / Llama style) or bert (encoder-only, masked LM)."""
+    """Architecture: llama (decoder-only, GPT / Llama style), bert (encoder-only, masked LM) or t5
+    (encoder-decoder)."""
     preset: str | None = None
     """Start from a named shape (1m, 10m, 50m, smollm2-135m); fields you set override it."""
     vocab_size: int | None = None
@@ -29,7 +30,9 @@ class ModelConfig:
     d_model: int | None = None
     """Default 256."""
     n_layer: int | None = None
-    """Default 4."""
+    """Default 4 (an encoder-decoder: the encoder's blocks)."""
+    n_decoder_layer: int | None = None
+    """An encoder-decoder's decoder blocks; default n_layer."""
     n_head: int | None = None
     """Default 4."""
     n_kv_head: int | None = None
@@ -55,10 +58,10 @@ class ModelConfig:
     """Where each block normalises: before its attention and MLP, with a final norm after the last block
     (default), or after each residual sum (BERT's post-LN, bert's default)."""
     norm_eps: float | None = None
-    """Default 1e-5; bert 1e-12."""
-    mlp: Literal["swiglu", "gelu", "gelu_exact"] | None = None
+    """Default 1e-5; bert 1e-12; t5 1e-6."""
+    mlp: Literal["swiglu", "gelu", "gelu_exact", "gated-gelu", "relu"] | None = None
     """Default swiglu; gelu is GPT-2's tanh approximation, gelu_exact the erf form (BERT's hidden_act "gelu",
-    bert's default)."""
+    bert's default); t5 v1.1 uses gated-gelu (t5's default), T5 v1.0 relu."""
     attn_bias: bool | None = None
     """Biases on the q/k/v projections (Qwen2 has them; bert also on the output projection); default false,
     bert true."""
@@ -70,6 +73,12 @@ class ModelConfig:
     """Default 0."""
     init_std: float | None = None
     """Default 0.02."""
+    relative_buckets: int | None = None
+    """T5's relative position bias: buckets of key-query distance; default 32."""
+    relative_max_distance: int | None = None
+    """T5's relative position bias: distance from which all share the last bucket; default 128."""
+    decoder_start_id: int | None = None
+    """An encoder-decoder's first decoder input token (T5: the pad token); default 0."""
     prefix_lm: bool | None = None
     """A prefix LM (UniLM): the prompt is read bidirectionally, the continuation causally; default false.
     Training passes the prefix lengths; in generation the prompt is the prefix."""
@@ -85,8 +94,11 @@ class ModelConfig:
                 setattr(self, name, value)
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        if self.n_decoder_layer is None:
+            self.n_decoder_layer = self.n_layer
         if self.d_ff is None:
-            self.d_ff = _round_up(8 * self.d_model // 3, 64) if self.mlp == "swiglu" else 4 * self.d_model
+            gated = self.mlp in ("swiglu", "gated-gelu")
+            self.d_ff = _round_up(8 * self.d_model // 3, 64) if gated else 4 * self.d_model
         self.validate()
 
     @property
@@ -95,7 +107,18 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise a TinyLMError naming the first inconsistent field."""
-        for name in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
+        for name in (
+            "vocab_size",
+            "d_model",
+            "n_layer",
+            "n_decoder_layer",
+            "n_head",
+            "n_kv_head",
+            "d_ff",
+            "max_seq_len",
+            "relative_buckets",
+            "relative_max_distance",
+        ):
             if getattr(self, name) <= 0:
                 raise TinyLMError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_head:
@@ -165,6 +188,9 @@ DEFAULTS: dict[str, Any] = dict(
     dropout=0.0,
     init_std=0.02,
     prefix_lm=False,
+    relative_buckets=32,
+    relative_max_distance=128,
+    decoder_start_id=0,
 )
 """The value of every field that neither the user, a preset nor the family sets (n_kv_head and d_ff are
 derived)."""
@@ -181,6 +207,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         attn_bias=True,
         mlp_bias=True,
     ),
+    # T5 v1.1: gated GELU, untied head, RMS norms with eps 1e-6 (relative positions are built in).
+    "t5": dict(mlp="gated-gelu", norm_eps=1e-6, tie_embeddings=False),
 }
 """What a family changes in `DEFAULTS`; a preset and the user's own values still come first."""
 

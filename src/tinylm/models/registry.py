@@ -17,6 +17,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     # family: (module defining FAMILY, transformers model_types whose checkpoints it loads)
     "llama": ("tinylm.models.llama", ("llama", "qwen2")),
     "bert": ("tinylm.models.bert", ("bert",)),
+    "t5": ("tinylm.models.t5", ("t5",)),
 }
 
 ENCODER_COMMANDS = (

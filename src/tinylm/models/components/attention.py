@@ -32,10 +32,12 @@ class Attention(nn.Module):
         dropout: float = 0.0,
         layer_idx: int = 0,
         d_context: int | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         self.n_head, self.n_kv_head = n_head, n_kv_head or n_head
         self.head_dim, self.layer_idx, self.dropout = d_model // n_head, layer_idx, dropout
+        self.scale = scale  # of the scores; None is 1/sqrt(head_dim), T5 uses 1
         kv, source = self.n_kv_head * self.head_dim, d_context or d_model
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(source, kv, bias=bias)
@@ -45,6 +47,12 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], n, self.head_dim).transpose(1, 2)
 
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, n_kv_head, S, head_dim) of `source`: what cross-attention computes once and caches."""
+        return self._heads(self.k_proj(source), self.n_kv_head), self._heads(
+            self.v_proj(source), self.n_kv_head
+        )
+
     def forward(
         self,
         x: torch.Tensor,
@@ -53,12 +61,13 @@ class Attention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache=None,
         context: torch.Tensor | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`mask` (B, 1, T, S) overrides `causal`; without a mask, `causal` picks a causal or full pattern."""
-        source = x if context is None else context
+        """`mask` (B, 1, T, S) overrides `causal`; without a mask, `causal` picks a causal or full pattern.
+        A float `mask` is added to the scores (T5's position bias, with -inf where a key is hidden); `kv`
+        are keys and values computed before (`keys_values`), for cross-attention to a cached context."""
         q = self._heads(self.q_proj(x), self.n_head)
-        k = self._heads(self.k_proj(source), self.n_kv_head)
-        v = self._heads(self.v_proj(source), self.n_kv_head)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
@@ -70,6 +79,7 @@ class Attention(nn.Module):
             attn_mask=mask,
             is_causal=causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
             enable_gqa=self.n_kv_head != self.n_head,
         )
         return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))

@@ -18,8 +18,12 @@ class LinearLike(nn.Module):
 
 
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
-    """The linear layers of `model.blocks` by module name ("blocks.0.attn.q_proj"), in order."""
+    """The linear layers of `model.blocks` by module name ("blocks.0.attn.q_proj"), in order.
+
+    Names are where the blocks live in the model: `blocks` may be a view of lists held under other names
+    (an encoder-decoder's "encoder_blocks.0.attn.q_proj", ...)."""
     found: dict[str, nn.Module] = {}
+    where = {id(m): name for name, m in model.named_modules()}
 
     def walk(module: nn.Module, prefix: str) -> None:
         for name, child in module.named_children():
@@ -28,7 +32,8 @@ def block_linears(model: nn.Module) -> dict[str, nn.Module]:
             else:
                 walk(child, f"{prefix}{name}.")
 
-    walk(model.blocks, "blocks.")
+    for block in model.blocks:
+        walk(block, where[id(block)] + ".")
     return found
 
 

@@ -1,4 +1,5 @@
-"""Feed-forward layers: the gated SwiGLU of Llama and the classic GELU MLP of GPT-2 / BERT."""
+"""Feed-forward layers: the gated SwiGLU of Llama (and T5 v1.1's gated GELU), the classic GELU MLP of
+GPT-2 / BERT (and T5 v1.0's ReLU one)."""
 
 from __future__ import annotations
 
@@ -40,5 +41,31 @@ class ExactGeluMLP(GeluMLP):
         super().__init__(d_model, d_ff, bias, approximate="none")
 
 
-MLPS: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "gelu": GeluMLP, "gelu_exact": ExactGeluMLP}
+class GatedGelu(SwiGLU):
+    """Gated MLP of T5 v1.1 ("gated-gelu"): down(gelu_tanh(gate(x)) * up(x))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class ReluMLP(nn.Module):
+    """MLP of the original T5 ("relu"): down(relu(in(x))). Its input layer is `in_proj`, not `up_proj`,
+    so that a name tells a plain T5 MLP's `wi` from a gated one's `wi_1`."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.relu(self.in_proj(x)))
+
+
+MLPS: dict[str, type[nn.Module]] = {
+    "swiglu": SwiGLU,
+    "gelu": GeluMLP,
+    "gelu_exact": ExactGeluMLP,
+    "gated-gelu": GatedGelu,
+    "relu": ReluMLP,
+}
 """MLP kinds by the name a config gives (`ModelConfig.mlp`)."""

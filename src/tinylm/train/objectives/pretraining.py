@@ -7,6 +7,7 @@
 | prefix | llama | continue after a random split point, reading the prefix both ways (UniLM) | bits per byte |
 | mlm | bert | recover 15 % of the tokens, hidden (BERT's 80 / 10 / 10) | masked-token loss and accuracy |
 | mlm-wwm | bert | the same with whole words hidden together (jieba's words for Chinese) | the same |
+| span | t5 | write the spans dropped from its input, each after its sentinel (T5) | span loss |
 
 A family names its default (`Family.objective`); a new objective is one module with a factory
 `(config, data) -> Pretraining` and one line in `OBJECTIVES`.
@@ -37,6 +38,7 @@ OBJECTIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prefix": ("tinylm.train.objectives.prefix:prefix_pretraining", ("llama",)),
     "mlm": ("tinylm.train.objectives.mlm:mlm_pretraining", ("bert",)),
     "mlm-wwm": ("tinylm.train.objectives.mlm:whole_word_mlm_pretraining", ("bert",)),
+    "span": ("tinylm.train.objectives.span:span_pretraining", ("t5",)),
 }
 
 
@@ -96,6 +98,9 @@ class Pretraining:
     """Scores of the final model on the whole validation split (reported with a "val_" prefix)."""
     generates: bool = True
     """Whether the model continues text (so the run ends with a sample)."""
+    tokenizer: Tokenizer | None = None
+    """The tokenizer the model is saved with when the objective adds tokens (span corruption's
+    sentinels); None: the shards' own."""
 
 
 def objective_for(name: str | None, config: ModelConfig) -> str:

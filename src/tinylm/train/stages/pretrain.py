@@ -45,8 +45,9 @@ def pretrain(
         model: Model shape (`--model.preset 10m` starts from a preset); vocab_size follows the tokenizer.
         train: Optimizer, schedule, budget and bookkeeping.
         context: Training window length in tokens (default: model.max_seq_len).
-        objective: What to learn: clm (next token), prefix (prefix LM), mlm (masked tokens, an encoder's)
-            or mlm-wwm (masked whole words); default: the family's own.
+        objective: What to learn: clm (next token), prefix (prefix LM), mlm (masked tokens, an encoder's),
+            mlm-wwm (masked whole words) or span (T5's span corruption, an encoder-decoder's); default: the
+            family's own.
         sample_prompt: Prompt of the text sample written at the end (empty: start a new document).
         sample_tokens: Length of that sample in tokens (0: no sample).
         overwrite: Replace an output directory that holds a different run.
@@ -89,6 +90,13 @@ def pretrain(
                 run.device,
             ),
         )
+        # An objective that adds tokens (span corruption's sentinels) saves the model with its tokenizer.
+        model_tok, model_tok_dir = plan.tokenizer or tok, tokenizer_dir
+        if plan.tokenizer is not None:
+            model_tok_dir = run.out / "tokenizer"
+            if run.dist.is_main:
+                model_tok_dir.mkdir(exist_ok=True)
+                plan.tokenizer.save(model_tok_dir)
         tokens_per_step = train.batch_size * train.grad_accum * run.dist.world_size * context
         if run.dist.is_main:
             print(f"pretrain: {len(train_tokens):,} training tokens, {tokens_per_step:,} tokens per step")
@@ -103,11 +111,11 @@ def pretrain(
                 params = SamplingParams(
                     max_new_tokens=sample_tokens, temperature=0.8, top_k=50, seed=train.seed
                 )
-                out["sample"] = Engine(final, tok).complete(sample_prompt, params)
+                out["sample"] = Engine(final, model_tok).complete(sample_prompt, params)
                 print(f"pretrain: sample\n{out['sample']}")
             return out
 
         card = [f"Pretrained from scratch on `{shards}` ({len(train_tokens):,} tokens), context {context}."]
-        return Plan(build_model(plan.config), plan.objective, tokenizer_dir, report, card)
+        return Plan(build_model(plan.config), plan.objective, model_tok_dir, report, card)
 
     return run_stage("pretrain", out, record, train, overwrite, build)
