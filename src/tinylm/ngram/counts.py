@@ -62,31 +62,99 @@ def distance_from_bos(stream: np.ndarray) -> np.ndarray:
     return np.arange(len(stream)) - np.repeat(starts, lengths)
 
 
+@dataclass
+class Windows:
+    """The `order` tokens that start at every position of a stream, as rows sorted lexicographically.
+
+    Token t is stored as t + 1 and a place past the row's sentence (after its `</s>`) as 0, so a row that
+    runs out of its sentence sorts before every row that goes on, and the k-grams that start at a place
+    are its row's first k tokens when none is 0. A row is packed into int64 words of `per_word` tokens of
+    `bits` bits each: one word (sorted in place, no permutation) whenever V^order fits in 63 bits.
+    """
+
+    words: list[np.ndarray]
+    bits: int
+    per_word: int
+    order: int
+
+    def column(self, j: int) -> np.ndarray:
+        """Token j (from 0) of every sorted row, + 1, 0 past the sentence."""
+        w = j // self.per_word
+        width = min(self.per_word, self.order - w * self.per_word)
+        shift = self.bits * (width - 1 - j % self.per_word)
+        return (self.words[w] >> shift) & ((1 << self.bits) - 1)
+
+
+def sorted_windows(stream: np.ndarray, order: int, vocab_size: int) -> Windows:
+    """The rows of `order` tokens at every position of a `<s> ... </s>` stream, sorted (see `Windows`)."""
+    bits = max(int(vocab_size).bit_length(), 1)
+    per_word = 63 // bits
+    n = len(stream)
+    padded = np.concatenate([stream, np.full(order, BOS, dtype=stream.dtype)])  # the end ends a sentence
+    inside = np.ones(n, dtype=bool)  # token j of the row at i is still in i's sentence
+    words = []
+    for first in range(0, order, per_word):
+        word = np.zeros(n, dtype=np.int64)
+        for j in range(first, min(first + per_word, order)):
+            token = padded[j : j + n]
+            if j:
+                inside &= token != BOS
+            word <<= bits
+            word |= np.where(inside, token + 1, 0)
+        words.append(word)
+    if len(words) == 1:
+        words[0].sort()
+    else:
+        rank = np.lexsort(words[::-1])
+        words = [w[rank] for w in words]
+    return Windows(words, bits, per_word, order)
+
+
 def count_ngrams(stream: np.ndarray, vocab_size: int, order: int) -> NGramCounts:
     """Count every n-gram of orders 1..order that ends on a predicted token (any token but `<s>`).
 
     An n-gram never reaches back past its sentence's `<s>`; so the first tokens of a sentence are seen
-    with shorter histories only, exactly as they are scored.
+    with shorter histories only, exactly as they are scored. Every order comes from one sort of the
+    stream's windows: the k-grams are the runs of sorted rows that agree on their first k tokens (none
+    past the sentence), already in table order, since the tables sort k-grams lexicographically too.
     """
-    dist = distance_from_bos(stream)
-    unigrams = np.bincount(stream[dist >= 1], minlength=vocab_size).astype(np.int64)
+    unigrams = np.bincount(stream[stream != BOS], minlength=vocab_size).astype(np.int64)
     starts_bos = np.zeros(vocab_size, dtype=bool)
     starts_bos[BOS] = True
-    keys, counts, suffix, bos = [np.arange(vocab_size, dtype=np.int64)], [unigrams], [None], [starts_bos]
-    ids = stream.astype(np.int64)  # id of the (k-1)-gram ending at each position, where there is one
+    counts = NGramCounts(
+        vocab_size, order, [np.arange(vocab_size, dtype=np.int64)], [unigrams], [None], [starts_bos]
+    )
+    if order == 1:
+        return counts
+    windows = sorted_windows(stream, order, vocab_size)
+    first = windows.column(0)
+    new = np.ones(len(first), dtype=bool)  # new[r]: row r differs from row r-1 in its first k tokens
+    new[1:] = first[1:] != first[:-1]
+    rows = np.flatnonzero(new)
     for k in range(2, order + 1):
-        at = np.flatnonzero(dist >= k - 1)
-        table, inverse, n = np.unique(
-            ids[at - 1] * vocab_size + stream[at], return_inverse=True, return_counts=True
-        )
-        suffix_ids = np.empty(len(table), dtype=np.int64)
-        suffix_ids[inverse] = ids[at]
-        starts = np.zeros(len(table), dtype=bool)
-        starts[inverse[dist[at] == k - 1]] = True
-        keys.append(table)
-        counts.append(n.astype(np.int64))
-        suffix.append(suffix_ids)
-        bos.append(starts)
-        ids = np.full(len(stream), -1, dtype=np.int64)
-        ids[at] = inverse
-    return NGramCounts(vocab_size, order, keys, counts, suffix, bos)
+        token = windows.column(k - 1)
+        new[1:] |= token[1:] != token[:-1]
+        rows = _add_order(counts, first, token, np.flatnonzero(new), rows)
+    return counts
+
+
+def _add_order(
+    counts: NGramCounts, first: np.ndarray, token: np.ndarray, starts: np.ndarray, above: np.ndarray
+) -> np.ndarray:
+    """Append the next order's table from the first sorted row of each run (`starts`) and of each
+    (k-1)-gram's run (`above`); returns the first row of each k-gram, which the next order needs."""
+    k, V = len(counts.keys) + 1, counts.vocab_size
+    sizes = np.diff(np.append(starts, len(token)))
+    seen = token[starts] > 0  # the run's k-th token is inside its sentence: a k-gram
+    rows, sizes = starts[seen], sizes[seen]
+    last = token[rows] - 1
+    if k == 2:
+        prefix, suffix = first[rows] - 1, last
+    else:  # a k-gram's rows lie inside those of its first k-1 tokens, which start at or before its own
+        prefix = np.searchsorted(above, rows, side="right") - 1
+        suffix = np.searchsorted(counts.keys[k - 2], counts.suffix[k - 2][prefix] * V + last)
+    counts.keys.append(prefix * V + last)
+    counts.counts.append(sizes.astype(np.int64))
+    counts.suffix.append(suffix.astype(np.int64))
+    counts.starts_bos.append(first[rows] == BOS + 1)
+    return rows
