@@ -44,14 +44,19 @@ class NGramCounts:
 
 def sentence_stream(sentences: list[np.ndarray]) -> np.ndarray:
     """One flat id array `<s> s1 </s> <s> s2 </s> ...` from sentences of ids (without markers)."""
-    lengths = np.array([len(s) for s in sentences], dtype=np.int64)
-    stream = np.empty(int(lengths.sum()) + 2 * len(sentences), dtype=np.int64)
+    lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
+    ids = np.concatenate(sentences) if sentences else np.empty(0, dtype=np.int64)
+    return flat_stream(ids, lengths)
+
+
+def flat_stream(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """`sentence_stream` of sentences given as one array of all their ids and the length of each."""
+    stream = np.empty(len(ids) + 2 * len(lengths), dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths + 2)[:-1]]).astype(np.int64)
     body = np.ones(len(stream), dtype=bool)
     body[starts] = body[starts + lengths + 1] = False
     stream[starts], stream[starts + lengths + 1] = BOS, EOS
-    if len(sentences):
-        stream[body] = np.concatenate([np.asarray(s, dtype=np.int64) for s in sentences])
+    stream[body] = ids
     return stream
 
 

@@ -3,21 +3,59 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..errors import TinyLMError
-from .counts import UNK, count_ngrams, sentence_stream
+from .counts import UNK, count_ngrams, flat_stream, sentence_stream
 from .model import SPECIALS, NGramLM, check_order
 from .smoothing import METHODS, estimate
 
 
-def build_vocab(counts: Counter, min_count: int = 1) -> list[str]:
-    """The specials, then every token seen at least `min_count` times, most frequent first (ties by token)."""
-    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-    return [*SPECIALS, *kept]
+def token_codes(sentences: list[Sequence[str]]) -> tuple[np.ndarray, Callable[[int], str]]:
+    """One integer per token of all the sentences, equal for equal tokens, and the token of a code.
+
+    Text (every sentence a `str`, as a character model's are) is coded by its code points through UTF-32,
+    with no Python step per character; other tokens by the place where each first occurs.
+    """
+    if all(isinstance(s, str) for s in sentences):
+        text = "".join(sentences).encode("utf-32-le", errors="surrogatepass")
+        return np.frombuffer(text, dtype=np.uint32), chr
+    flat = list(itertools.chain.from_iterable(sentences))
+    first: dict[str, int] = {}
+    return np.fromiter(map(first.setdefault, flat, itertools.count()), np.int64, len(flat)), flat.__getitem__
+
+
+def vocabulary(
+    codes: np.ndarray, token: Callable[[int], str], min_count: int, vocab: Sequence[str] | None
+) -> tuple[list[str], np.ndarray]:
+    """The vocabulary and the id of every coded token in it (`<unk>` outside it).
+
+    Without `vocab`: the specials, then every token seen at least `min_count` times, most frequent first
+    (ties by token). Only the distinct tokens are Python objects; the ids are one array lookup.
+    """
+    frequency = np.bincount(codes)
+    seen = np.flatnonzero(frequency)
+    names = [token(int(c)) for c in seen]
+    reserved = [t for t in SPECIALS if t in set(names)]
+    if reserved:
+        raise TinyLMError(f"the tokens {', '.join(reserved)} are reserved and cannot appear in training text")
+    lookup = np.full(len(frequency), UNK, dtype=np.int64)
+    if vocab is None:
+        kept = sorted(
+            (i for i in range(len(seen)) if frequency[seen[i]] >= min_count),
+            key=lambda i: (-frequency[seen[i]], names[i]),
+        )
+        words = [*SPECIALS, *(names[i] for i in kept)]
+        lookup[seen[kept]] = np.arange(len(SPECIALS), len(words))
+    else:
+        words = list(vocab)
+        if words[:3] != list(SPECIALS):
+            words = [*SPECIALS, *(t for t in words if t not in SPECIALS)]
+        index = {t: i for i, t in enumerate(words)}
+        lookup[seen] = [index.get(t, UNK) for t in names]
+    return words, lookup[codes]
 
 
 def train_ngram(
@@ -39,19 +77,14 @@ def train_ngram(
         raise TinyLMError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if min_count < 1:
         raise TinyLMError(f"min_count must be at least 1, got {min_count}")
-    sentences = [list(s) for s in sequences]
-    frequency = Counter(itertools.chain.from_iterable(sentences))
-    if not frequency:
+    sentences = [s if isinstance(s, str) else list(s) for s in sequences]
+    codes, token = token_codes(sentences)
+    if not len(codes):
         raise TinyLMError("empty corpus: no sentence holds any token to count")
-    reserved = [t for t in SPECIALS if t in frequency]
-    if reserved:
-        raise TinyLMError(f"the tokens {', '.join(reserved)} are reserved and cannot appear in training text")
-    words = list(vocab) if vocab is not None else build_vocab(frequency, min_count)
-    if vocab is not None and words[:3] != list(SPECIALS):
-        words = [*SPECIALS, *(t for t in words if t not in SPECIALS)]
-    index = {t: i for i, t in enumerate(words)}
-    ids = [np.fromiter(map(index.get, s, itertools.repeat(UNK)), np.int64, len(s)) for s in sentences]
-    return train_ids(ids, words, order, method, k, config)
+    words, ids = vocabulary(codes, token, min_count, vocab)
+    del codes
+    lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
+    return _fit(flat_stream(ids, lengths), words, order, method, k, config)
 
 
 def train_ids(
@@ -63,7 +96,15 @@ def train_ids(
     config: dict | None = None,
 ) -> NGramLM:
     """`train_ngram` on sentences already mapped to ids of `vocab` (which starts with the specials)."""
-    counts = count_ngrams(sentence_stream(sentences), len(vocab), order)
+    return _fit(sentence_stream(sentences), vocab, order, method, k, config)
+
+
+def _fit(
+    stream: np.ndarray, vocab: list[str], order: int, method: str, k: float, config: dict | None
+) -> NGramLM:
+    """Count and smooth a `<s> ... </s>` id stream of `vocab`."""
+    counts = count_ngrams(stream, len(vocab), order)
+    del stream
     est = estimate(counts, method, k)
     meta = {
         "method": method,
