@@ -74,7 +74,8 @@ class Windows:
     Token t is stored as t + 1 and a place past the row's sentence (after its `</s>`) as 0, so a row that
     runs out of its sentence sorts before every row that goes on, and the k-grams that start at a place
     are its row's first k tokens when none is 0. A row is packed into int64 words of `per_word` tokens of
-    `bits` bits each: one word (sorted in place, no permutation) whenever V^order fits in 63 bits.
+    `bits` bits each, first token highest: one word (sorted in place, no permutation) whenever
+    V^order fits in 63 bits, else a lexsort of the words.
     """
 
     words: list[np.ndarray]
@@ -82,37 +83,60 @@ class Windows:
     per_word: int
     order: int
 
-    def column(self, j: int) -> np.ndarray:
-        """Token j (from 0) of every sorted row, + 1, 0 past the sentence."""
+    def shift(self, j: int) -> int:
+        """Where token j sits in its word: how many bits of later tokens lie below it."""
         w = j // self.per_word
         width = min(self.per_word, self.order - w * self.per_word)
-        shift = self.bits * (width - 1 - j % self.per_word)
-        return (self.words[w] >> shift) & ((1 << self.bits) - 1)
+        return self.bits * (width - 1 - j % self.per_word)
+
+    def tokens(self, rows: np.ndarray, j: int) -> np.ndarray:
+        """Token j (from 0) of the given rows, + 1, 0 past the sentence."""
+        return (self.words[j // self.per_word][rows] >> self.shift(j)) & ((1 << self.bits) - 1)
+
+    def keep_first(self, rows: np.ndarray, j: int) -> None:
+        """Clear tokens j.. of the given rows (they lie past the rows' sentence)."""
+        for t in range(j, self.order):
+            self.words[t // self.per_word][rows] &= ~(((1 << self.bits) - 1) << self.shift(t))
+
+    def starts(self, k: int, changes: list[np.ndarray]) -> np.ndarray:
+        """The first row of each run of sorted rows that agree on their first k tokens, from `changes`
+        (per word, the XOR of each sorted row with the row before)."""
+        new = np.zeros(len(self.words[0]), dtype=bool)
+        new[0] = True
+        last = (k - 1) // self.per_word
+        for w in range(last + 1):
+            below = self.shift(k - 1) if w == last else 0
+            new[1:] |= changes[w] >= (1 << below)  # some bit of the first k tokens differs
+        return np.flatnonzero(new)
 
 
 def sorted_windows(stream: np.ndarray, order: int, vocab_size: int) -> Windows:
-    """The rows of `order` tokens at every position of a `<s> ... </s>` stream, sorted (see `Windows`)."""
+    """The rows of `order` tokens at every position of a `<s> ... </s>` stream, sorted (see `Windows`).
+
+    Rows are packed from the shifted stream unmasked, then only the few rows near a sentence's end are
+    cut, so building costs a shift and an OR per token and order."""
     bits = max(int(vocab_size).bit_length(), 1)
-    per_word = 63 // bits
     n = len(stream)
-    padded = np.concatenate([stream, np.full(order, BOS, dtype=stream.dtype)])  # the end ends a sentence
-    inside = np.ones(n, dtype=bool)  # token j of the row at i is still in i's sentence
-    words = []
-    for first in range(0, order, per_word):
+    shifted = np.zeros(n + order, dtype=np.int64)  # past the stream's end: 0
+    shifted[:n] = stream
+    shifted[:n] += 1
+    windows = Windows([], bits, 63 // bits, order)
+    for first in range(0, order, windows.per_word):
         word = np.zeros(n, dtype=np.int64)
-        for j in range(first, min(first + per_word, order)):
-            token = padded[j : j + n]
-            if j:
-                inside &= token != BOS
+        for j in range(first, min(first + windows.per_word, order)):
             word <<= bits
-            word |= np.where(inside, token + 1, 0)
-        words.append(word)
-    if len(words) == 1:
-        words[0].sort()
+            word |= shifted[j : j + n]
+        windows.words.append(word)
+    del shifted
+    sentence_starts = np.flatnonzero(stream == BOS)
+    for j in range(1, order):  # the row j places before a `<s>` keeps its first j tokens
+        windows.keep_first(sentence_starts[sentence_starts >= j] - j, j)
+    if len(windows.words) == 1:
+        windows.words[0].sort()
     else:
-        rank = np.lexsort(words[::-1])
-        words = [w[rank] for w in words]
-    return Windows(words, bits, per_word, order)
+        rank = np.lexsort(windows.words[::-1])
+        windows.words = [w[rank] for w in windows.words]
+    return windows
 
 
 def count_ngrams(stream: np.ndarray, vocab_size: int, order: int) -> NGramCounts:
@@ -132,34 +156,31 @@ def count_ngrams(stream: np.ndarray, vocab_size: int, order: int) -> NGramCounts
     if order == 1:
         return counts
     windows = sorted_windows(stream, order, vocab_size)
-    first = windows.column(0)
-    new = np.ones(len(first), dtype=bool)  # new[r]: row r differs from row r-1 in its first k tokens
-    new[1:] = first[1:] != first[:-1]
-    rows = np.flatnonzero(new)
+    changes = [w[1:] ^ w[:-1] for w in windows.words]
+    rows = None
     for k in range(2, order + 1):
-        token = windows.column(k - 1)
-        new[1:] |= token[1:] != token[:-1]
-        rows = _add_order(counts, first, token, np.flatnonzero(new), rows)
+        rows = _add_order(counts, windows, windows.starts(k, changes), rows)
     return counts
 
 
 def _add_order(
-    counts: NGramCounts, first: np.ndarray, token: np.ndarray, starts: np.ndarray, above: np.ndarray
+    counts: NGramCounts, windows: Windows, starts: np.ndarray, above: np.ndarray | None
 ) -> np.ndarray:
-    """Append the next order's table from the first sorted row of each run (`starts`) and of each
-    (k-1)-gram's run (`above`); returns the first row of each k-gram, which the next order needs."""
+    """Append order k's table from the first sorted row of each run that agrees on k tokens (`starts`) and
+    the first row of each (k-1)-gram (`above`); returns the first row of each k-gram, for order k+1."""
     k, V = len(counts.keys) + 1, counts.vocab_size
-    sizes = np.diff(np.append(starts, len(token)))
-    seen = token[starts] > 0  # the run's k-th token is inside its sentence: a k-gram
-    rows, sizes = starts[seen], sizes[seen]
-    last = token[rows] - 1
+    sizes = np.diff(np.append(starts, len(windows.words[0])))
+    last = windows.tokens(starts, k - 1)
+    seen = last > 0  # the run's k-th token is inside its sentence: a k-gram
+    rows, sizes, last = starts[seen], sizes[seen], last[seen] - 1
+    first = windows.tokens(rows, 0) - 1
     if k == 2:
-        prefix, suffix = first[rows] - 1, last
+        prefix, suffix = first, last
     else:  # a k-gram's rows lie inside those of its first k-1 tokens, which start at or before its own
         prefix = np.searchsorted(above, rows, side="right") - 1
         suffix = np.searchsorted(counts.keys[k - 2], counts.suffix[k - 2][prefix] * V + last)
     counts.keys.append(prefix * V + last)
     counts.counts.append(sizes.astype(np.int64))
     counts.suffix.append(suffix.astype(np.int64))
-    counts.starts_bos.append(first[rows] == BOS + 1)
+    counts.starts_bos.append(first == BOS)
     return rows

@@ -27,6 +27,14 @@ def token_codes(sentences: list[Sequence[str]]) -> tuple[np.ndarray, Callable[[i
     return np.fromiter(map(first.setdefault, flat, itertools.count()), np.int64, len(flat)), flat.__getitem__
 
 
+def by_frequency(counts: np.ndarray, names: list[str]) -> np.ndarray:
+    """Indices of the tokens, most frequent first, ties by token; with no Python tuple per token, whose
+    allocations would set the garbage collector scanning every object of the corpus."""
+    alphabetical = np.empty(len(names), dtype=np.int64)
+    alphabetical[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    return np.lexsort((alphabetical, -counts))
+
+
 def vocabulary(
     codes: np.ndarray, token: Callable[[int], str], min_count: int, vocab: Sequence[str] | None
 ) -> tuple[list[str], np.ndarray]:
@@ -43,10 +51,8 @@ def vocabulary(
         raise TinyLMError(f"the tokens {', '.join(reserved)} are reserved and cannot appear in training text")
     lookup = np.full(len(frequency), UNK, dtype=np.int64)
     if vocab is None:
-        kept = sorted(
-            (i for i in range(len(seen)) if frequency[seen[i]] >= min_count),
-            key=lambda i: (-frequency[seen[i]], names[i]),
-        )
+        ranked = by_frequency(frequency[seen], names)
+        kept = ranked[frequency[seen[ranked]] >= min_count]
         words = [*SPECIALS, *(names[i] for i in kept)]
         lookup[seen[kept]] = np.arange(len(SPECIALS), len(words))
     else:
