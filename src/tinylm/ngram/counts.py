@@ -82,6 +82,8 @@ class Windows:
     bits: int
     per_word: int
     order: int
+    shared: np.ndarray | None = None
+    """shared[r]: how many leading tokens sorted row r shares with row r - 1 (0 for row 0); int8."""
 
     def shift(self, j: int) -> int:
         """Where token j sits in its word: how many bits of later tokens lie below it."""
@@ -98,44 +100,45 @@ class Windows:
         for t in range(j, self.order):
             self.words[t // self.per_word][rows] &= ~(((1 << self.bits) - 1) << self.shift(t))
 
-    def starts(self, k: int, changes: list[np.ndarray]) -> np.ndarray:
-        """The first row of each run of sorted rows that agree on their first k tokens, from `changes`
-        (per word, the XOR of each sorted row with the row before)."""
-        new = np.zeros(len(self.words[0]), dtype=bool)
-        new[0] = True
-        last = (k - 1) // self.per_word
-        for w in range(last + 1):
-            below = self.shift(k - 1) if w == last else 0
-            new[1:] |= changes[w] >= (1 << below)  # some bit of the first k tokens differs
-        return np.flatnonzero(new)
+    def sort(self) -> None:
+        """Sort the rows, then keep of their neighbours only `shared`: one byte a row instead of a word."""
+        if len(self.words) == 1:
+            self.words[0].sort()
+        else:
+            rank = np.lexsort(self.words[::-1])
+            self.words = [w[rank] for w in self.words]
+        self.shared = np.zeros(len(self.words[0]), dtype=np.int8)
+        for w, word in enumerate(self.words):
+            change = word[1:] ^ word[:-1]
+            equal_so_far = self.shared[1:] == w * self.per_word  # every token of the earlier words agrees
+            for j in range(w * self.per_word, min((w + 1) * self.per_word, self.order)):
+                self.shared[1:] += equal_so_far & (change < (1 << self.shift(j)))  # ... and tokens up to j
+
+    def starts(self, k: int) -> np.ndarray:
+        """The first row of each run of sorted rows that agree on their first k tokens."""
+        return np.flatnonzero(self.shared < k)
 
 
 def sorted_windows(stream: np.ndarray, order: int, vocab_size: int) -> Windows:
     """The rows of `order` tokens at every position of a `<s> ... </s>` stream, sorted (see `Windows`).
 
-    Rows are packed from the shifted stream unmasked, then only the few rows near a sentence's end are
-    cut, so building costs a shift and an OR per token and order."""
+    Rows are packed straight from the stream, then only the few rows near a sentence's end (or the
+    stream's) are cut, so building costs a shift, an OR and an add per token and order, no copies."""
     bits = max(int(vocab_size).bit_length(), 1)
     n = len(stream)
-    shifted = np.zeros(n + order, dtype=np.int64)  # past the stream's end: 0
-    shifted[:n] = stream
-    shifted[:n] += 1
     windows = Windows([], bits, 63 // bits, order)
     for first in range(0, order, windows.per_word):
-        word = np.zeros(n, dtype=np.int64)
+        word, ones = np.zeros(n, dtype=np.int64), 0
         for j in range(first, min(first + windows.per_word, order)):
             word <<= bits
-            word |= shifted[j : j + n]
+            np.bitwise_or(word[: n - j], stream[j:], out=word[: n - j])
+            ones = (ones << bits) | 1
+        word += ones  # every token + 1 (the fields are apart, so adding is OR-ing)
         windows.words.append(word)
-    del shifted
-    sentence_starts = np.flatnonzero(stream == BOS)
-    for j in range(1, order):  # the row j places before a `<s>` keeps its first j tokens
-        windows.keep_first(sentence_starts[sentence_starts >= j] - j, j)
-    if len(windows.words) == 1:
-        windows.words[0].sort()
-    else:
-        rank = np.lexsort(windows.words[::-1])
-        windows.words = [w[rank] for w in windows.words]
+    ends = np.append(np.flatnonzero(stream == BOS), n)  # where a row's sentence has ended
+    for j in range(1, order):  # the row j places before an end keeps its first j tokens
+        windows.keep_first(ends[ends >= j] - j, j)
+    windows.sort()
     return windows
 
 
@@ -147,7 +150,8 @@ def count_ngrams(stream: np.ndarray, vocab_size: int, order: int) -> NGramCounts
     stream's windows: the k-grams are the runs of sorted rows that agree on their first k tokens (none
     past the sentence), already in table order, since the tables sort k-grams lexicographically too.
     """
-    unigrams = np.bincount(stream[stream != BOS], minlength=vocab_size).astype(np.int64)
+    unigrams = np.bincount(stream, minlength=vocab_size).astype(np.int64)
+    unigrams[BOS] = 0  # never predicted
     starts_bos = np.zeros(vocab_size, dtype=bool)
     starts_bos[BOS] = True
     counts = NGramCounts(
@@ -156,10 +160,9 @@ def count_ngrams(stream: np.ndarray, vocab_size: int, order: int) -> NGramCounts
     if order == 1:
         return counts
     windows = sorted_windows(stream, order, vocab_size)
-    changes = [w[1:] ^ w[:-1] for w in windows.words]
     rows = None
     for k in range(2, order + 1):
-        rows = _add_order(counts, windows, windows.starts(k, changes), rows)
+        rows = _add_order(counts, windows, windows.starts(k), rows)
     return counts
 
 
@@ -169,7 +172,7 @@ def _add_order(
     """Append order k's table from the first sorted row of each run that agrees on k tokens (`starts`) and
     the first row of each (k-1)-gram (`above`); returns the first row of each k-gram, for order k+1."""
     k, V = len(counts.keys) + 1, counts.vocab_size
-    sizes = np.diff(np.append(starts, len(windows.words[0])))
+    sizes = np.diff(np.append(starts, len(windows.shared)))
     last = windows.tokens(starts, k - 1)
     seen = last > 0  # the run's k-th token is inside its sentence: a k-gram
     rows, sizes, last = starts[seen], sizes[seen], last[seen] - 1

@@ -89,8 +89,9 @@ def train_ngram(
         raise TinyLMError("empty corpus: no sentence holds any token to count")
     words, ids = vocabulary(codes, token, min_count, vocab)
     del codes
-    lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
-    return _fit(flat_stream(ids, lengths), words, order, method, k, config)
+    stream = flat_stream(ids, np.fromiter(map(len, sentences), np.int64, len(sentences)))
+    del ids  # only the stream is needed from here
+    return _fit(stream, words, order, method, k, config)
 
 
 def train_ids(
@@ -110,7 +111,6 @@ def _fit(
 ) -> NGramLM:
     """Count and smooth a `<s> ... </s>` id stream of `vocab`."""
     counts = count_ngrams(stream, len(vocab), order)
-    del stream
     est = estimate(counts, method, k)
     meta = {
         "method": method,
