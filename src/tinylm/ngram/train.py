@@ -2,66 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from ..errors import TinyLMError
-from .counts import UNK, count_ngrams, flat_stream, sentence_stream
-from .model import SPECIALS, NGramLM, check_order
+from .counts import count_ngrams, flat_stream, sentence_stream
+from .model import NGramLM, check_order
 from .smoothing import METHODS, estimate
-
-
-def token_codes(sentences: list[Sequence[str]]) -> tuple[np.ndarray, Callable[[int], str]]:
-    """One integer per token of all the sentences, equal for equal tokens, and the token of a code.
-
-    Text (every sentence a `str`, as a character model's are) is coded by its code points through UTF-32,
-    with no Python step per character; other tokens by the place where each first occurs.
-    """
-    if all(isinstance(s, str) for s in sentences):
-        text = "".join(sentences).encode("utf-32-le", errors="surrogatepass")
-        return np.frombuffer(text, dtype=np.uint32), chr
-    flat = list(itertools.chain.from_iterable(sentences))
-    first: dict[str, int] = {}
-    return np.fromiter(map(first.setdefault, flat, itertools.count()), np.int64, len(flat)), flat.__getitem__
-
-
-def by_frequency(counts: np.ndarray, names: list[str]) -> np.ndarray:
-    """Indices of the tokens, most frequent first, ties by token; with no Python tuple per token, whose
-    allocations would set the garbage collector scanning every object of the corpus."""
-    alphabetical = np.empty(len(names), dtype=np.int64)
-    alphabetical[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
-    return np.lexsort((alphabetical, -counts))
-
-
-def vocabulary(
-    codes: np.ndarray, token: Callable[[int], str], min_count: int, vocab: Sequence[str] | None
-) -> tuple[list[str], np.ndarray]:
-    """The vocabulary and the id of every coded token in it (`<unk>` outside it).
-
-    Without `vocab`: the specials, then every token seen at least `min_count` times, most frequent first
-    (ties by token). Only the distinct tokens are Python objects; the ids are one array lookup.
-    """
-    frequency = np.bincount(codes)
-    seen = np.flatnonzero(frequency)
-    names = [token(int(c)) for c in seen]
-    reserved = [t for t in SPECIALS if t in set(names)]
-    if reserved:
-        raise TinyLMError(f"the tokens {', '.join(reserved)} are reserved and cannot appear in training text")
-    lookup = np.full(len(frequency), UNK, dtype=np.int64)
-    if vocab is None:
-        ranked = by_frequency(frequency[seen], names)
-        kept = ranked[frequency[seen[ranked]] >= min_count]
-        words = [*SPECIALS, *(names[i] for i in kept)]
-        lookup[seen[kept]] = np.arange(len(SPECIALS), len(words))
-    else:
-        words = list(vocab)
-        if words[:3] != list(SPECIALS):
-            words = [*SPECIALS, *(t for t in words if t not in SPECIALS)]
-        index = {t: i for i, t in enumerate(words)}
-        lookup[seen] = [index.get(t, UNK) for t in names]
-    return words, lookup[codes]
+from .vocab import token_codes, vocabulary
 
 
 def train_ngram(
