@@ -5,8 +5,9 @@ The k-grams of order k are numbered by sorting their keys
 
     key = (id of the k-gram's first k-1 tokens, its prefix, in the order k-1 table) * V + last token
 
-so a table is a sorted int64 array (`np.unique` builds it), the prefix of entry i is `keys[i] // V`, and
-all the k-grams after one context are one contiguous slice. Order 1 is the whole vocabulary, id = token.
+so a table is a sorted int64 array (one sort of the stream's windows builds every order's table, see
+`count_ngrams`), the prefix of entry i is `keys[i] // V`, and all the k-grams after one context are one
+contiguous slice. Order 1 is the whole vocabulary, id = token.
 Each k-gram also records the id of its suffix (its last k-1 tokens) in the order k-1 table, which is
 where interpolation and continuation counts look. This is the layout of a trie (KenLM's, in arrays).
 """
