@@ -63,13 +63,13 @@ def test_characters_as_text_or_as_lists_train_one_model() -> None:
     text = ["to be, or not to be\nthat is the question: ünïcödé 诗 \udcff", "whether 'tis nobler"]
     as_text = train_ngram(text, order=4, min_count=2)
     as_lists = train_ngram([list(s) for s in text], order=4, min_count=2)
-    assert as_text.vocab == as_lists.vocab and "<unk>" in as_text.vocab
-    for a, b in zip(
-        as_text.keys + as_text.logp + as_text.logbow,
-        as_lists.keys + as_lists.logp + as_lists.logbow,
-        strict=True,
-    ):
-        assert np.array_equal(a, b)
+    mixed = train_ngram(iter([text[0], list(text[1])]), order=4, min_count=2)
+    assert as_text.vocab == as_lists.vocab == mixed.vocab and "<unk>" in as_text.vocab
+    for lm in (as_lists, mixed):
+        for a, b in zip(
+            as_text.keys + as_text.logp + as_text.logbow, lm.keys + lm.logp + lm.logbow, strict=True
+        ):
+            assert np.array_equal(a, b)
     held_out = ["to be ünknown", "", "诗"]
     assert [x.tolist() for x in encode(held_out, as_text.index)] == [as_text.ids(s) for s in held_out]
     words = [["to", "be"], [], ["or", "zzz"]]

@@ -59,7 +59,7 @@ def sentence_ids(
                 np.asarray(x, dtype=np.int64) for x in tokenizer.encode_batch(split.documents, special=False)
             ]
         return [d + len(SPECIALS) for d in ids]  # the vocabulary is the specials, then the tokenizer's tokens
-    return encode([s for doc in split.documents for s in sentences(doc, unit)], lm.index)
+    return encode((s for doc in split.documents for s in sentences(doc, unit)), lm.index)
 
 
 def check_split(split: Split, name: str, where: str) -> None:

@@ -32,13 +32,12 @@ def train_ngram(
         raise TinyLMError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if min_count < 1:
         raise TinyLMError(f"min_count must be at least 1, got {min_count}")
-    sentences = [s if isinstance(s, str) else list(s) for s in sequences]
-    codes, token = token_codes(sentences)
+    codes, lengths, token = token_codes(sequences)
     if not len(codes):
         raise TinyLMError("empty corpus: no sentence holds any token to count")
     words, ids = vocabulary(codes, token, min_count, vocab)
     del codes
-    stream = flat_stream(ids, np.fromiter(map(len, sentences), np.int64, len(sentences)))
+    stream = flat_stream(ids, lengths)
     del ids  # only the stream is needed from here
     return _fit(stream, words, order, method, k, config)
 

@@ -8,7 +8,8 @@ Python strings to look up, and the ids of all tokens are then one array lookup.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -17,18 +18,37 @@ from .counts import UNK
 from .model import SPECIALS
 
 
-def token_codes(sentences: list[Sequence[str]]) -> tuple[np.ndarray, Callable[[int], str]]:
-    """One integer per token of all the sentences, equal for equal tokens, and the token of a code.
+def token_codes(sentences: Iterable[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
+    """(one integer per token, equal for equal tokens; the length of each sentence; the token of a code),
+    reading the sentences once.
 
     Text (every sentence a `str`, as a character model's are) is coded by its code points, with no
-    Python step per character; other tokens by the place where each first occurs.
+    Python step per character; other tokens by the place where each is first seen, sentence by sentence,
+    so that only the distinct tokens stay alive, not a string per token.
     """
-    if all(isinstance(s, str) for s in sentences):
-        text = "".join(sentences).encode("utf-32-le", errors="surrogatepass")
-        return np.frombuffer(text, dtype=np.uint32), chr
-    flat = list(itertools.chain.from_iterable(sentences))
+    texts: list[str] = []
+    sentences = iter(sentences)
+    for s in sentences:
+        if not isinstance(s, str):
+            return _first_seen_codes(itertools.chain(texts, [s], sentences))
+        texts.append(s)
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+    return codes, np.fromiter(map(len, texts), np.int64, len(texts)), chr
+
+
+def _first_seen_codes(
+    sentences: Iterable[Sequence[str]],
+) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
+    """`token_codes` of any tokens: the code of a token is its place in the stream where first seen."""
     first: dict[str, int] = {}
-    return np.fromiter(map(first.setdefault, flat, itertools.count()), np.int64, len(flat)), flat.__getitem__
+    place = itertools.count()
+    codes, lengths = array("q"), array("q")
+    for s in sentences:
+        before = len(codes)
+        codes.extend(map(first.setdefault, s, place))
+        lengths.append(len(codes) - before)
+    token = {code: t for t, code in first.items()}
+    return np.frombuffer(codes, dtype=np.int64), np.frombuffer(lengths, dtype=np.int64), token.__getitem__
 
 
 def by_frequency(counts: np.ndarray, names: list[str]) -> np.ndarray:
@@ -77,11 +97,11 @@ def vocabulary(
     return words, lookup[codes]
 
 
-def encode(sentences: list[Sequence[str]], index: dict[str, int]) -> list[np.ndarray]:
+def encode(sentences: Iterable[Sequence[str]], index: dict[str, int]) -> list[np.ndarray]:
     """Each sentence as int64 ids of the vocabulary `index` (`<unk>` outside it), as `NGramLM.ids` gives."""
-    if not sentences:
+    codes, lengths, token = token_codes(sentences)
+    if not len(lengths):
         return []
-    codes, token = token_codes(sentences)
     frequency, seen, names = _distinct(codes, token)
     ids = _lookup(len(frequency), seen, names, index)[codes]
-    return np.split(ids, np.cumsum([len(s) for s in sentences])[:-1])
+    return np.split(ids, np.cumsum(lengths)[:-1])
