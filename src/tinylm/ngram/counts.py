@@ -20,6 +20,8 @@ import numpy as np
 
 BOS, EOS, UNK = 1, 2, 0
 """Reserved vocabulary ids of `<s>`, `</s>` and `<unk>` in every n-gram vocabulary."""
+_CHUNK = 1 << 20
+"""Rows compared at once when sorted windows are compared with their neighbours."""
 
 
 @dataclass
@@ -51,8 +53,11 @@ def sentence_stream(sentences: list[np.ndarray]) -> np.ndarray:
 
 
 def flat_stream(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """`sentence_stream` of sentences given as one array of all their ids and the length of each."""
-    stream = np.empty(len(ids) + 2 * len(lengths), dtype=np.int64)
+    """`sentence_stream` of sentences given as one array of all their ids and the length of each.
+
+    int32 (any vocabulary fits), half the memory of int64 for the largest array of training.
+    """
+    stream = np.empty(len(ids) + 2 * len(lengths), dtype=np.int32)
     starts = np.concatenate([[0], np.cumsum(lengths + 2)[:-1]]).astype(np.int64)
     body = np.ones(len(stream), dtype=bool)
     body[starts] = body[starts + lengths + 1] = False
@@ -108,12 +113,19 @@ class Windows:
         else:
             rank = np.lexsort(self.words[::-1])
             self.words = [w[rank] for w in self.words]
-        self.shared = np.zeros(len(self.words[0]), dtype=np.int8)
+        n = len(self.words[0])
+        self.shared = np.zeros(n, dtype=np.int8)
+        for lo in range(1, n, _CHUNK):  # by chunks: the XOR of two words is as big as a word
+            self._share(lo, min(lo + _CHUNK, n))
+
+    def _share(self, lo: int, hi: int) -> None:
+        """`shared` of sorted rows lo..hi-1 (lo >= 1)."""
+        shared = self.shared[lo:hi]
         for w, word in enumerate(self.words):
-            change = word[1:] ^ word[:-1]
-            equal_so_far = self.shared[1:] == w * self.per_word  # every token of the earlier words agrees
+            change = word[lo:hi] ^ word[lo - 1 : hi - 1]
+            equal_so_far = shared == w * self.per_word  # every token of the earlier words agrees
             for j in range(w * self.per_word, min((w + 1) * self.per_word, self.order)):
-                self.shared[1:] += equal_so_far & (change < (1 << self.shift(j)))  # ... and tokens up to j
+                shared += equal_so_far & (change < (1 << self.shift(j)))  # ... and the tokens up to j
 
     def starts(self, k: int) -> np.ndarray:
         """The first row of each run of sorted rows that agree on their first k tokens."""

@@ -67,8 +67,8 @@ def _distinct(codes: np.ndarray, token: Callable[[int], str]) -> tuple[np.ndarra
 
 
 def _lookup(size: int, seen: np.ndarray, names: list[str], index: dict[str, int]) -> np.ndarray:
-    """code -> id in `index` (`<unk>` outside it), for codes below `size`."""
-    lookup = np.full(size, UNK, dtype=np.int64)
+    """code -> id in `index` (`<unk>` outside it), for codes below `size`; int32 like the stream."""
+    lookup = np.full(size, UNK, dtype=np.int32)
     lookup[seen] = [index.get(t, UNK) for t in names]
     return lookup
 
@@ -98,7 +98,7 @@ def vocabulary(
 
 
 def encode(sentences: Iterable[Sequence[str]], index: dict[str, int]) -> list[np.ndarray]:
-    """Each sentence as int64 ids of the vocabulary `index` (`<unk>` outside it), as `NGramLM.ids` gives."""
+    """Each sentence as ids of the vocabulary `index` (`<unk>` outside it), as `NGramLM.ids` gives them."""
     codes, lengths, token = token_codes(sentences)
     if not len(lengths):
         return []
