@@ -27,10 +27,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..errors import TinyLMError
@@ -38,6 +37,9 @@ from ..io import atomic_dir, check_out_dir, read_json, read_yaml, write_json, wr
 from ..tokenizer import Tokenizer
 from .jsonl import warn
 from .readers import file_kind, read_documents, read_text, resolve_source
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val")
 _CHUNK_CHARS = 1 << 20  # documents are tokenised in chunks of about this many characters
@@ -265,6 +267,8 @@ class TokenShards:
 
 
 def _rows(tokens: np.ndarray, starts, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch  # here: what only reads shards (the n-gram verbs) does not pay torch's import
+
     rows = torch.from_numpy(
         np.stack([np.asarray(tokens[s : s + length + 1], dtype=np.int64) for s in starts])
     )

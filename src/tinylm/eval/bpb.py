@@ -9,7 +9,6 @@ sample, so the number is exact and repeatable (see BENCHMARKS.md).
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
@@ -21,11 +20,7 @@ from tqdm import tqdm
 from ..data.shards import TokenShards, prepare_shards, sequential_windows
 from ..errors import TinyLMError
 from ..tokenizer import Tokenizer
-
-
-def bits_per_byte(nats: float, n_bytes: int) -> float:
-    """The definition above: total negative log-likelihood in nats over ln 2 times the text's UTF-8 bytes."""
-    return nats / (math.log(2) * n_bytes)
+from .bits import bits_per_byte
 
 
 @torch.no_grad()

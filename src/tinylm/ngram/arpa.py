@@ -62,20 +62,27 @@ def _log10(x: float) -> str:
 
 
 def write_arpa(lm: NGramLM, path: str | os.PathLike) -> Path:
-    """Write `lm` as an ARPA file (atomically); `kenlm.Model(path)` loads it."""
+    """Write `lm` as an ARPA file (atomically); `kenlm.Model(path)` loads it.
+
+    KenLM reads no model below order 2, so an order-1 model is written as order 2 with no 2-grams and
+    every unigram's backoff 0, which leaves every probability as it is.
+    """
     words = [escape(t) for t in lm.vocab]
+    order = max(lm.order, 2)
+    logbow = lm.logbow if lm.order > 1 else [np.zeros(lm.vocab_size)]
     path = Path(path)
     with atomic_file(path) as f:
         f.write("\\data\\\n")
-        for k in range(1, lm.order + 1):
-            f.write(f"ngram {k}={len(lm.logp[k - 1])}\n")
-        for k in range(1, lm.order + 1):
+        for k in range(1, order + 1):
+            f.write(f"ngram {k}={len(lm.logp[k - 1]) if k <= lm.order else 0}\n")
+        for k in range(1, order + 1):
             f.write(f"\n\\{k}-grams:\n")
-            logp, bows = lm.logp[k - 1], lm.logbow[k - 1] if k < lm.order else None
-            for i, row in enumerate(ngram_tokens(lm, k).tolist()):
-                text = " ".join(words[t] for t in row)
-                bow = f"\t{_log10(bows[i])}" if bows is not None else ""
-                f.write(f"{_log10(logp[i])}\t{text}{bow}\n")
+            if k <= lm.order:
+                bows = logbow[k - 1] if k < order else None
+                for i, row in enumerate(ngram_tokens(lm, k).tolist()):
+                    text = " ".join(words[t] for t in row)
+                    bow = f"\t{_log10(bows[i])}" if bows is not None else ""
+                    f.write(f"{_log10(lm.logp[k - 1][i])}\t{text}{bow}\n")
         f.write("\n\\end\\\n")
     return path
 

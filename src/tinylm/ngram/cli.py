@@ -232,8 +232,6 @@ def ngram_export(model: str, out: str) -> str:
         out: The ARPA file to write.
     """
     lm = NGramLM.load(model)
-    if lm.order < 2:
-        print("ngram: note: KenLM reads only models of order 2 and up; this one is order 1")
     write_arpa(lm, out)
     print(f"ngram: {lm!r} -> {out}")
     return out

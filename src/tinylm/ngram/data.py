@@ -16,6 +16,7 @@ from ..errors import TinyLMError
 from ..tokenizer import Tokenizer
 from .model import SPECIALS, NGramLM
 from .units import sentences
+from .vocab import encode
 
 
 @dataclass
@@ -58,7 +59,7 @@ def sentence_ids(
                 np.asarray(x, dtype=np.int64) for x in tokenizer.encode_batch(split.documents, special=False)
             ]
         return [d + len(SPECIALS) for d in ids]  # the vocabulary is the specials, then the tokenizer's tokens
-    return [np.asarray(lm.ids(s), dtype=np.int64) for doc in split.documents for s in sentences(doc, unit)]
+    return encode((s for doc in split.documents for s in sentences(doc, unit)), lm.index)
 
 
 def check_split(split: Split, name: str, where: str) -> None:

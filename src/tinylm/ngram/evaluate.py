@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..eval.bpb import bits_per_byte
+from ..eval.bits import bits_per_byte
 from .counts import UNK, sentence_stream
 from .model import NGramLM
 

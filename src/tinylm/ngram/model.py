@@ -154,13 +154,12 @@ class NGramLM:
         dist = distance_from_bos(stream)
         V, n = self.vocab_size, len(stream)
         best = self.logp[0][stream].copy()
-        best_order = np.ones(n, dtype=np.int64)
-        bows = np.zeros((self.order, n))  # bows[j, i]: backoff of the j-gram ending at i-1, where it exists
+        backoff = np.zeros(n)  # summed backoffs of the contexts longer than the longest n-gram found so far
         ids = stream.astype(np.int64)  # id of the (k-1)-gram ending at each position, -1 where none
         for k in range(2, self.order + 1):
             at = np.flatnonzero(dist >= k - 1)
             at = at[ids[at - 1] >= 0]
-            bows[k - 1, at] = self.logbow[k - 2][ids[at - 1]]
+            backoff[at] += self.logbow[k - 2][ids[at - 1]]
             key = ids[at - 1] * V + stream[at]
             table = self.keys[k - 1]
             if len(table) == 0:
@@ -168,12 +167,10 @@ class NGramLM:
             i = np.minimum(table.searchsorted(key), len(table) - 1)
             hit = table[i] == key
             best[at[hit]] = self.logp[k - 1][i[hit]]
-            best_order[at[hit]] = k
+            backoff[at[hit]] = 0.0  # found at order k: the shorter contexts' backoffs do not apply
             ids = np.full(n, -1, dtype=np.int64)
             ids[at[hit]] = i[hit]
-        # the backoff weights of the suffixes longer than the n-gram found: j = best_order .. order-1
-        levels = np.arange(self.order)[:, None]
-        out = best + np.where(levels >= best_order[None, :], bows, 0.0).sum(axis=0)
+        out = best + backoff
         out[dist == 0] = 0.0
         return out
 

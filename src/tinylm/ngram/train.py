@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from ..errors import TinyLMError
-from .counts import UNK, count_ngrams, sentence_stream
-from .model import SPECIALS, NGramLM, check_order
+from .counts import count_ngrams, flat_stream, sentence_stream
+from .model import NGramLM, check_order
 from .smoothing import METHODS, estimate
-
-
-def build_vocab(counts: Counter, min_count: int = 1) -> list[str]:
-    """The specials, then every token seen at least `min_count` times, most frequent first (ties by token)."""
-    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-    return [*SPECIALS, *kept]
+from .vocab import token_codes, vocabulary
 
 
 def train_ngram(
@@ -39,19 +32,14 @@ def train_ngram(
         raise TinyLMError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if min_count < 1:
         raise TinyLMError(f"min_count must be at least 1, got {min_count}")
-    sentences = [list(s) for s in sequences]
-    frequency = Counter(itertools.chain.from_iterable(sentences))
-    if not frequency:
+    codes, lengths, token = token_codes(sequences)
+    if not len(codes):
         raise TinyLMError("empty corpus: no sentence holds any token to count")
-    reserved = [t for t in SPECIALS if t in frequency]
-    if reserved:
-        raise TinyLMError(f"the tokens {', '.join(reserved)} are reserved and cannot appear in training text")
-    words = list(vocab) if vocab is not None else build_vocab(frequency, min_count)
-    if vocab is not None and words[:3] != list(SPECIALS):
-        words = [*SPECIALS, *(t for t in words if t not in SPECIALS)]
-    index = {t: i for i, t in enumerate(words)}
-    ids = [np.fromiter(map(index.get, s, itertools.repeat(UNK)), np.int64, len(s)) for s in sentences]
-    return train_ids(ids, words, order, method, k, config)
+    words, ids = vocabulary(codes, token, min_count, vocab)
+    del codes
+    stream = flat_stream(ids, lengths)
+    del ids  # only the stream is needed from here
+    return _fit(stream, words, order, method, k, config)
 
 
 def train_ids(
@@ -63,7 +51,14 @@ def train_ids(
     config: dict | None = None,
 ) -> NGramLM:
     """`train_ngram` on sentences already mapped to ids of `vocab` (which starts with the specials)."""
-    counts = count_ngrams(sentence_stream(sentences), len(vocab), order)
+    return _fit(sentence_stream(sentences), vocab, order, method, k, config)
+
+
+def _fit(
+    stream: np.ndarray, vocab: list[str], order: int, method: str, k: float, config: dict | None
+) -> NGramLM:
+    """Count and smooth a `<s> ... </s>` id stream of `vocab`."""
+    counts = count_ngrams(stream, len(vocab), order)
     est = estimate(counts, method, k)
     meta = {
         "method": method,

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from ..errors import TinyLMError
@@ -35,10 +35,11 @@ def token_vocab(tokenizer: Tokenizer) -> list[str]:
     return [tokenizer.id_to_token(i) or f"<id {i}>" for i in range(tokenizer.vocab_size)]
 
 
-def sentences(document: str, unit: str, tokenizer: Tokenizer | None = None) -> Iterator[list[str]]:
-    """The sentences of one document as lists of tokens of `unit`."""
+def sentences(document: str, unit: str, tokenizer: Tokenizer | None = None) -> Iterator[Sequence[str]]:
+    """The sentences of one document as sequences of tokens of `unit` (of characters: the document itself,
+    a `str`, which training codes by code points without a Python object per character)."""
     if unit == "char":
-        yield list(document)
+        yield document
     elif unit == "word":
         for line in document.splitlines():
             words = _WORD.findall(line)
