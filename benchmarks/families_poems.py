@@ -45,7 +45,8 @@ VARIANTS = {
     "causal": ("llama", "clm", {"n_layer": 4, "d_ff": 512}),
     "prefix": ("llama", "prefix", {"n_layer": 4, "d_ff": 512}),
     "encoder": ("bert", "mlm", {"n_layer": 4, "d_ff": 768}),
-    "enc-dec": ("t5", "span", {"n_layer": 2, "n_decoder_layer": 2, "d_ff": 384}),
+    # tied like the others, so that total parameters are equal too (T5 v1.0 ties and rescales its head)
+    "enc-dec": ("t5", "span", {"n_layer": 2, "n_decoder_layer": 2, "d_ff": 384, "tie_embeddings": True}),
 }
 
 
@@ -79,28 +80,40 @@ def couplets(poems: list[dict], limit: int) -> list[tuple[str, str]]:
     return pairs[:limit]
 
 
-def complete(model, tok, family: str, first: str, n_tokens: int) -> str:
-    """The model's second half for `first`, `n_tokens` tokens long."""
+def complete(model, tok, family: str, pairs: list[tuple[str, str]], lengths: list[int]) -> list[str]:
+    """The model's second half for each first half, as many tokens long as the true one."""
+    if family == "bert":
+        return fill_masks(model, tok, [a for a, _ in pairs], lengths)
     from tinylm.infer.engine import Engine
     from tinylm.infer.sampling import SamplingParams
 
-    if family == "bert":
-        return fill_masks(model, tok, first, n_tokens)
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=n_tokens + (family == "t5"), ignore_eos=True)
-    prompt = first + "<extra_id_0>" if family == "t5" else first
-    return Engine(model, tok).generate([prompt], greedy)[0].text.replace("，", "").replace("。", "")
+    # T5 writes its sentinel first, then the span: one token more.
+    params = [
+        SamplingParams(temperature=0.0, max_new_tokens=n + (family == "t5"), ignore_eos=True) for n in lengths
+    ]
+    prompts = [a + "<extra_id_0>" if family == "t5" else a for a, _ in pairs]
+    seqs = Engine(model, tok, max_batch_size=32).generate(prompts, params)
+    return [s.text for s in seqs]
 
 
-@torch.no_grad()
-def fill_masks(model, tok, first: str, n_tokens: int) -> str:
-    """Fill `n_tokens` masks after `first`, left to right, each from one bidirectional forward pass; the
-    line ends in "。" and EOS, as documents do in the packed pretraining windows."""
-    ids = [*tok.encode(first), *[tok.mask_id] * n_tokens, *tok.encode("。"), tok.eos_id]
-    start = len(tok.encode(first))
-    for t in range(start, start + n_tokens):
-        logits = model(torch.tensor([ids]))[0, t]
-        ids[t] = int(logits.argmax())
-    return tok.decode(ids[start : start + n_tokens], skip_special_tokens=True)
+@torch.inference_mode()
+def fill_masks(model, tok, firsts: list[str], lengths: list[int]) -> list[str]:
+    """Fill as many masks as `lengths` says after each first half, left to right, each token from one
+    bidirectional forward pass; a line ends in "。" and EOS, as documents do in the packed pretraining windows.
+    Lines whose first half and answer have the same token lengths go through together."""
+    answers = [""] * len(firsts)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (first, n) in enumerate(zip(firsts, lengths, strict=True)):
+        groups.setdefault((len(tok.encode(first)), n), []).append(i)
+    for (start, n), rows in groups.items():
+        ids = torch.tensor(
+            [[*tok.encode(firsts[i]), *[tok.mask_id] * n, *tok.encode("。"), tok.eos_id] for i in rows]
+        )
+        for t in range(start, start + n):
+            ids[:, t] = model(ids)[:, t].argmax(-1)
+        for row, i in enumerate(rows):
+            answers[i] = tok.decode(ids[row, start : start + n].tolist(), skip_special_tokens=True)
+    return answers
 
 
 def score(pairs: list[tuple[str, str]], answers: list[str]) -> dict[str, float]:
@@ -151,15 +164,13 @@ def main() -> None:
                    "--train.batch_size", "16", "--train.eval_every", "0", "--train.seed", str(seed),
                    "--sample_tokens", "0", "--overwrite", "true"]  # fmt: skip
             for key, value in shape.items():
-                cmd += [f"--model.{key}", str(value)]
+                cmd += [f"--model.{key}", json.dumps(value) if isinstance(value, bool) else str(value)]
             sh(cmd)
             result = json.loads((out / "results.json").read_text())
             model = load_model(out / "model").eval()
             model_tok = Tokenizer.load(out / "model")
             started = time.perf_counter()
-            answers = [
-                complete(model, model_tok, family, a, n) for (a, _), n in zip(pairs, lengths, strict=True)
-            ]
+            answers = complete(model, model_tok, family, pairs, lengths)
             seconds = time.perf_counter() - started
             scores = score(pairs, answers)
             rows.append({"variant": name, "seed": seed, "params": n_params, "steps": result["step"],
