@@ -59,7 +59,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "import hf": Command(
         "tinylm.interop.hf:import_hf",
-        "Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM) as a tinylm checkpoint.",
+        "Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM / T5) as a tinylm checkpoint.",
         positional=True,
     ),
     "import gguf": Command(
@@ -69,7 +69,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "export hf": Command(
         "tinylm.interop.hf:export_hf",
-        "Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder, AutoModelForMaskedLM for an encoder).",
+        "Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM, AutoModelForMaskedLM or T5ForConditionalGeneration).",
         positional=True,
     ),
     "info": Command(

@@ -18,7 +18,7 @@ from . import output_dir
 
 
 def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM) as a tinylm checkpoint.
+    """Import a Hugging Face model directory (Llama / SmolLM2 / Qwen2 / BERT / MiniLM / T5) as a tinylm checkpoint.
 
     Args:
         src: Directory with config.json, model.safetensors (or shards with an index) and tokenizer files.
@@ -38,7 +38,7 @@ def import_hf(src: str, out: str | None = None, dtype: DType = "float32", overwr
 
 
 def export_hf(ckpt: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
-    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM for a decoder, AutoModelForMaskedLM for an encoder).
+    """Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM, AutoModelForMaskedLM or T5ForConditionalGeneration).
 
     Args:
         ckpt: tinylm checkpoint directory.
