@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -116,6 +117,42 @@ def fill_masks(model, tok, firsts: list[str], lengths: list[int]) -> list[str]:
     return answers
 
 
+@torch.inference_mode()
+def answer_logprobs(model, tok, family: str, first: str, answer: str) -> tuple[float, int, int]:
+    """Teacher-forced: (log-probability of the answer's tokens, how many, how many were the top choice), each
+    token predicted from the first half and the true tokens before it. The encoder fills its masks in that
+    order too (the answer's later tokens still masked), so all four read the answer left to right."""
+    a, b = tok.encode(first), tok.encode(answer)
+    if family == "bert":
+        tail = [*tok.encode("。"), tok.eos_id]
+        rows = torch.tensor([[*a, *b[:t], *[tok.mask_id] * (len(b) - t), *tail] for t in range(len(b))])
+        logits = model(rows)[torch.arange(len(b)), len(a) + torch.arange(len(b))]
+    elif family == "t5":
+        sentinel = tok.token_to_id("<extra_id_0>")
+        target = [sentinel, *b]
+        decoder = torch.tensor([[model.config.decoder_start_id, *target[:-1]]])
+        logits = model(torch.tensor([[*tok.encode(first + "<extra_id_0>")]]), decoder_input_ids=decoder)[
+            0, 1:
+        ]
+    else:
+        ids = torch.tensor([[*a, *b]])
+        prefix = torch.tensor([len(a)]) if model.config.prefix_lm else None
+        logits = model(ids, prefix=prefix)[0, len(a) - 1 : -1]
+    logp = logits.float().log_softmax(-1)
+    truth = torch.tensor(b)
+    return float(logp[torch.arange(len(b)), truth].sum()), len(b), int((logp.argmax(-1) == truth).sum())
+
+
+def forced_scores(model, tok, family: str, pairs: list[tuple[str, str]]) -> dict[str, float]:
+    """Bits per answer character and top-1 token accuracy, teacher-forced, over all pairs."""
+    logp, tokens, top = 0.0, 0, 0
+    for first, answer in pairs:
+        lp, n, k = answer_logprobs(model, tok, family, first, answer)
+        logp, tokens, top = logp + lp, tokens + n, top + k
+    chars = sum(len(b) for _, b in pairs)
+    return {"answer_bits_per_char": -logp / math.log(2) / chars, "forced_token_acc": top / tokens}
+
+
 def score(pairs: list[tuple[str, str]], answers: list[str]) -> dict[str, float]:
     exact = sum(a == b for (_, b), a in zip(pairs, answers, strict=True))
     chars = sum(
@@ -133,6 +170,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=400, help="held-out couplets to complete")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--score-only", action="store_true", help="rescore the runs already in --work without training"
+    )
     args = parser.parse_args()
     from tinylm.models import ModelConfig, load_model, param_counts
     from tinylm.tokenizer import Tokenizer
@@ -142,9 +182,10 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     pairs = couplets(split_poems(work), args.pairs)
     tokenizer, shards = work / "tokenizer", work / "shards"
-    sh([TINYLM, "tokenizer", "train", "--data", str(work / "train.jsonl"), "--out", str(tokenizer),
+    if not args.score_only:
+        sh([TINYLM, "tokenizer", "train", "--data", str(work / "train.jsonl"), "--out", str(tokenizer),
         "--vocab_size", "6000", "--template", "{title}\n{paragraphs}"])  # fmt: skip
-    sh([TINYLM, "data", "prepare", "--data", str(work / "train.jsonl"), "--tokenizer", str(tokenizer),
+        sh([TINYLM, "data", "prepare", "--data", str(work / "train.jsonl"), "--tokenizer", str(tokenizer),
         "--out", str(shards), "--val_fraction", "0.02", "--template", "{title}\n{paragraphs}"])  # fmt: skip
     tok = Tokenizer.load(tokenizer)
     lengths = [len(tok.encode(b)) for _, b in pairs]
@@ -165,14 +206,15 @@ def main() -> None:
                    "--sample_tokens", "0", "--overwrite", "true"]  # fmt: skip
             for key, value in shape.items():
                 cmd += [f"--model.{key}", json.dumps(value) if isinstance(value, bool) else str(value)]
-            sh(cmd)
+            if not args.score_only:
+                sh(cmd)
             result = json.loads((out / "results.json").read_text())
             model = load_model(out / "model").eval()
             model_tok = Tokenizer.load(out / "model")
             started = time.perf_counter()
             answers = complete(model, model_tok, family, pairs, lengths)
             seconds = time.perf_counter() - started
-            scores = score(pairs, answers)
+            scores = {**score(pairs, answers), **forced_scores(model, model_tok, family, pairs)}
             rows.append({"variant": name, "seed": seed, "params": n_params, "steps": result["step"],
                          "tokens": result.get("tokens_seen"), **scores, "eval_s": seconds,
                          "example": f"{pairs[0][0]}{answers[0]}"})  # fmt: skip
@@ -180,15 +222,19 @@ def main() -> None:
 
     print(f"\n{len(pairs)} held-out couplets; training time {args.max_time} per run; "
           f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores\n")  # fmt: skip
-    print("| variant | non-embedding params | steps (per seed) | exact match | char accuracy |")
-    print("|---|---|---|---|---|")
+    print("| variant | non-embedding params | steps (per seed) | exact match | char accuracy (free-running) "
+          "| answer bits per char (teacher-forced) | top-1 token accuracy (teacher-forced) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for name in args.variants.split(","):
         mine = [r for r in rows if r["variant"] == name]
+
+        def cells(key: str, mine=mine) -> str:
+            values = [r[key] for r in mine]
+            return ", ".join(f"{v:.3f}" for v in values) + f" (mean {statistics.mean(values):.3f})"
+
         steps = "/".join(str(r["steps"]) for r in mine)
-        exact = statistics.mean(r["exact"] for r in mine)
-        chars = ", ".join(f"{r['char_acc']:.3f}" for r in mine)
-        print(f"| {name} | {mine[0]['params'] / 1e6:.2f}M | {steps} | {exact:.3f} | {chars} "
-              f"(mean {statistics.mean(r['char_acc'] for r in mine):.3f}) |")  # fmt: skip
+        print(f"| {name} | {mine[0]['params'] / 1e6:.2f}M | {steps} | {cells('exact')} | {cells('char_acc')} "
+              f"| {cells('answer_bits_per_char')} | {cells('forced_token_acc')} |")  # fmt: skip
     print("\ncommand:", " ".join([".venv/bin/python", "benchmarks/families_poems.py", *sys.argv[1:]]))
 
 
