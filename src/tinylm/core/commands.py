@@ -169,7 +169,7 @@ COMMANDS: dict[str, Command] = {
         "Write an n-gram model as an ARPA file (log10 probabilities and backoff weights) that KenLM loads.",
     ),
     "scaling sweep": Command(
-        "tinylm.scaling.cli:scaling_sweep",
+        "tinylm.scaling.sweep:run_sweep",
         "Pretrain a grid of model sizes × budgets (IsoFLOP or steps), one row of loss, size and compute per run.",
     ),
     "scaling fit": Command(

@@ -1,4 +1,4 @@
-"""The `tinylm scaling` verbs: sweep a grid of runs, fit scaling laws to it, predict from the fit."""
+"""The `tinylm scaling fit` and `predict` verbs (`scaling sweep` is `sweep.run_sweep` itself)."""
 
 from __future__ import annotations
 
@@ -6,44 +6,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..io import write_json
-from ..train.config import TrainConfig
 from .fit import Law, fit_rows
 from .plot import plot_isoflop, plot_law
 from .predict import load_law, predict
-from .sweep import Size, read_rows, run_sweep
-
-
-def scaling_sweep(
-    shards: str,
-    out: str,
-    sizes: list[Size],
-    flops: list[float] | None = None,
-    steps: list[int] | None = None,
-    tokenizer: str | None = None,
-    common: dict[str, Any] | None = None,
-    head_dim: int = 64,
-    context: int = 256,
-    train: TrainConfig | None = None,
-    overwrite: bool = False,
-) -> list[dict[str, Any]]:
-    """Pretrain a grid of model sizes × budgets (IsoFLOP or steps), one row of loss, size and compute per run.
-
-    Args:
-        shards: Token shards directory every run trains and is validated on.
-        out: Sweep directory (runs/<name>/ are pretrain runs; runs.jsonl and runs.csv the rows). Rerunning
-            skips finished runs and resumes an interrupted one; the grid may grow, the shared settings not.
-        sizes: Model sizes: D_MODELxN_LAYER ("128x4", n_head = d_model / head_dim), a preset name, or (in
-            YAML) a dict of model fields with an optional "name".
-        flops: IsoFLOP budgets: each size trains for budget / (FLOPs per token) tokens.
-        steps: Or budgets in optimizer steps, the same for every size.
-        tokenizer: Tokenizer directory; default: the one the shards were prepared with.
-        common: Model fields shared by every size (e.g. {mlp: gelu}).
-        head_dim: Width of an attention head for D_MODELxN_LAYER sizes.
-        context: Training window length in tokens (every size's max_seq_len unless common sets it).
-        train: Training settings shared by every run; max_steps comes from each run's budget.
-        overwrite: Replace a sweep directory that holds a different sweep.
-    """
-    return run_sweep(shards, out, sizes, flops, steps, tokenizer, common, head_dim, context, train, overwrite)
+from .sweep import read_rows
 
 
 def scaling_fit(

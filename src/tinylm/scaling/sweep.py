@@ -137,7 +137,25 @@ def run_sweep(
     train: TrainConfig | None = None,
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train every planned run not yet finished; return the rows of every finished run of the sweep."""
+    """Pretrain a grid of model sizes × budgets (IsoFLOP or steps), one row of loss, size and compute per run.
+
+    Trains every planned run not yet finished and returns the rows of every finished run of the sweep.
+
+    Args:
+        shards: Token shards directory every run trains and is validated on.
+        out: Sweep directory (runs/<name>/ are pretrain runs; runs.jsonl and runs.csv the rows). Rerunning
+            skips finished runs and resumes an interrupted one; the grid may grow, the shared settings not.
+        sizes: Model sizes: D_MODELxN_LAYER ("128x4", n_head = d_model / head_dim), a preset name, or (in
+            YAML) a dict of model fields with an optional "name".
+        flops: IsoFLOP budgets: each size trains for budget / (FLOPs per token) tokens.
+        steps: Or budgets in optimizer steps, the same for every size.
+        tokenizer: Tokenizer directory; default: the one the shards were prepared with.
+        common: Model fields shared by every size (e.g. {mlp: gelu}).
+        head_dim: Width of an attention head for D_MODELxN_LAYER sizes.
+        context: Training window length in tokens (every size's max_seq_len unless common sets it).
+        train: Training settings shared by every run; max_steps comes from each run's budget.
+        overwrite: Replace a sweep directory that holds a different sweep.
+    """
     train, out_dir = train or TrainConfig(), Path(out)
     data = TokenShards.open(shards)
     tokenizer_dir = Path(tokenizer) if tokenizer else data.tokenizer_dir()
