@@ -20,6 +20,13 @@ decode greedily (T5 from "first half，<extra_id_0>", its pretraining format); t
 
     .venv/bin/python benchmarks/families_poems.py --max-time 120s --seeds 2
     .venv/bin/python benchmarks/families_poems.py --max-time 10s --seeds 1 --pairs 20   # smoke
+
+With `--budget steps` the machine need not stay quiet for hours: a short timed run of each variant, alone,
+measures its steps per second (`--calibrate`), and every real run then trains for the steps that rate gives in
+`--max-time`. Equal CPU time still holds (as measured alone), and what a run learns no longer depends on
+what else runs beside it:
+
+    .venv/bin/python benchmarks/families_poems.py --budget steps --calibrate 90s --max-time 10m --seeds 2
 """
 
 from __future__ import annotations
@@ -49,6 +56,51 @@ VARIANTS = {
     # tied like the others, so that total parameters are equal too (T5 v1.0 ties and rescales its head)
     "enc-dec": ("t5", "span", {"n_layer": 2, "n_decoder_layer": 2, "d_ff": 384, "tie_embeddings": True}),
 }
+
+
+COMMON = ["--train.lr", "0.003", "--train.warmup_steps", "30", "--train.batch_size", "16",
+          "--train.eval_every", "0", "--sample_tokens", "0", "--overwrite", "true"]  # fmt: skip
+
+
+def pretrain_cmd(name: str, shards: Path, out: Path) -> list[str]:
+    """The `tinylm pretrain` call of one variant, without its budget and seed."""
+    family, objective, shape = VARIANTS[name]
+    cmd = [TINYLM, "pretrain", "--shards", str(shards), "--out", str(out), "--objective", objective,
+           "--model.family", family, "--model.d_model", str(D_MODEL), "--model.n_head", str(HEADS),
+           "--model.max_seq_len", str(CONTEXT), *COMMON]  # fmt: skip
+    for key, value in shape.items():
+        cmd += [f"--model.{key}", json.dumps(value) if isinstance(value, bool) else str(value)]
+    return cmd
+
+
+def budget_flags(max_time: str, steps: int | None) -> list[str]:
+    if steps is None:
+        return ["--train.max_time", max_time, "--train.max_steps", "null"]
+    return ["--train.max_time", "null", "--train.max_steps", str(steps)]
+
+
+def calibrate(args, work: Path, shards: Path) -> dict[str, int]:
+    """Steps each variant makes in --max-time, from a short timed run of it alone (kept in calibration.json)."""
+    from tinylm.train.config import parse_duration
+
+    path = work / "calibration.json"
+    rates = json.loads(path.read_text()) if path.exists() else {}
+    for name in args.variants.split(","):
+        if name not in rates:
+            out = work / f"{name}-calibration"
+            sh([*pretrain_cmd(name, shards, out), *budget_flags(args.calibrate, None), "--train.seed", "0"])
+            result = json.loads((out / "results.json").read_text())
+            rates[name] = result["step"] / result["train_seconds"]
+            path.write_text(json.dumps(rates, indent=1))
+    steps = {name: round(rates[name] * parse_duration(args.max_time)) for name in args.variants.split(",")}
+    print(
+        "steps per second, measured alone:",
+        {k: round(v, 3) for k, v in rates.items()},
+        "->",
+        steps,
+        flush=True,
+    )
+    return steps
 
 
 def sh(cmd: list[str]) -> None:
@@ -167,6 +219,13 @@ def main() -> None:
     )
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-families"))
     parser.add_argument("--max-time", default="120s", help="training wall time of every run")
+    parser.add_argument(
+        "--budget", choices=["time", "steps"], default="time",
+        help="time: every run trains for --max-time; steps: for the steps its calibrated rate gives in it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibrate", default="90s", help="with --budget steps: timed run per variant, alone"
+    )
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=400, help="held-out couplets to complete")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -190,24 +249,18 @@ def main() -> None:
     tok = Tokenizer.load(tokenizer)
     lengths = [len(tok.encode(b)) for _, b in pairs]
 
+    steps = calibrate(args, work, shards) if args.budget == "steps" and not args.score_only else {}
     rows = []
     for name in args.variants.split(","):
-        family, objective, shape = VARIANTS[name]
+        family, _, shape = VARIANTS[name]
         config = ModelConfig(family=family, d_model=D_MODEL, n_head=HEADS, max_seq_len=CONTEXT,
                              vocab_size=tok.vocab_size, **shape)  # fmt: skip
         n_params = param_counts(config).blocks
         for seed in range(args.seeds):
             out = work / f"{name}-{seed}"
-            cmd = [TINYLM, "pretrain", "--shards", str(shards), "--out", str(out), "--objective", objective,
-                   "--model.family", family, "--model.d_model", str(D_MODEL), "--model.n_head", str(HEADS),
-                   "--model.max_seq_len", str(CONTEXT), "--train.max_time", args.max_time,
-                   "--train.max_steps", "null", "--train.lr", "0.003", "--train.warmup_steps", "30",
-                   "--train.batch_size", "16", "--train.eval_every", "0", "--train.seed", str(seed),
-                   "--sample_tokens", "0", "--overwrite", "true"]  # fmt: skip
-            for key, value in shape.items():
-                cmd += [f"--model.{key}", json.dumps(value) if isinstance(value, bool) else str(value)]
             if not args.score_only:
-                sh(cmd)
+                sh([*pretrain_cmd(name, shards, out), *budget_flags(args.max_time, steps.get(name)),
+                    "--train.seed", str(seed)])  # fmt: skip
             result = json.loads((out / "results.json").read_text())
             model = load_model(out / "model").eval()
             model_tok = Tokenizer.load(out / "model")
@@ -220,7 +273,8 @@ def main() -> None:
                          "example": f"{pairs[0][0]}{answers[0]}"})  # fmt: skip
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
 
-    print(f"\n{len(pairs)} held-out couplets; training time {args.max_time} per run; "
+    budget = args.max_time if not steps else f"{args.max_time} as steps at the rate measured alone {steps}"
+    print(f"\n{len(pairs)} held-out couplets; training budget {budget} per run; "
           f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores\n")  # fmt: skip
     print("| variant | non-embedding params | steps (per seed) | exact match | char accuracy (free-running) "
           "| answer bits per char (teacher-forced) | top-1 token accuracy (teacher-forced) |")  # fmt: skip
