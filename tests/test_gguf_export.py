@@ -154,22 +154,21 @@ def test_existing_file_needs_overwrite_via_cli(tokenizer_dir, tmp_path, capsys):
     assert GGUFReader(tmp_path / "m.gguf").get_field("general.file_type").contents() == 7  # MOSTLY_Q8_0
 
 
-def test_a_failed_export_leaves_nothing_behind(tokenizer_dir, tmp_path, monkeypatch):
-    import tinylm.interop.gguf_export as gguf_export
+def test_a_failed_export_leaves_the_old_file_untouched(tokenizer_dir, tmp_path, monkeypatch):
+    from gguf import GGUFWriter
 
     ckpt = random_checkpoint(tmp_path, tokenizer_dir)
-    calls = []
+    (tmp_path / "m.gguf").write_bytes(b"the old file")
 
-    def failing(data, qtype):
-        calls.append(qtype)
-        if len(calls) > 3:
-            raise MemoryError("out of memory halfway")
-        return quantize(data, qtype)
+    def header_then_crash(writer, **_):
+        writer.write_ti_data_to_file()  # header, metadata and tensor table are on disk by now
+        raise OSError("disk full")
 
-    monkeypatch.setattr(gguf_export, "quantize", failing)
-    with pytest.raises(MemoryError):
-        export_gguf(str(ckpt), str(tmp_path / "m.gguf"), "q4_0")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    monkeypatch.setattr(GGUFWriter, "write_tensors_to_file", header_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_gguf(str(ckpt), str(tmp_path / "m.gguf"), "q4_0", overwrite=True)
+    assert (tmp_path / "m.gguf").read_bytes() == b"the old file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.gguf"]  # no temporary file left
 
 
 # --- The real checkpoint -------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def export_gguf(ckpt: str, out: str | None = None, type: GGUFType = "f16", overw
     if not out:
         raise TinyLMError("an output file is required: pass --out FILE.gguf")
     out_path = Path(out)
-    if out_path.is_dir() or (out_path.exists() and not overwrite):
+    if out_path.is_dir():
+        raise TinyLMError(f"{out_path} is a directory; --out names the .gguf file to write")
+    if out_path.exists() and not overwrite:
         raise TinyLMError(f"{out_path} already exists; pass --overwrite true to replace it")
     config = read_config(ckpt_dir)
     arch = _architecture(config, ckpt_dir)
@@ -68,16 +70,18 @@ def export_gguf(ckpt: str, out: str | None = None, type: GGUFType = "f16", overw
     qtype, file_type = _TYPES[type]
     with atomic_path(out_path) as tmp:
         writer = GGUFWriter(tmp, arch)
-        _write_config(writer, config, file_type, ckpt_dir.name)
-        _write_tokenizer(writer, vocab)
-        fallbacks = [
-            _add_tensor(writer, name, p, qtype, config, permute_qk=arch == "llama")
-            for name, p in model.named_parameters()
-        ]
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        try:
+            _write_config(writer, config, file_type, ckpt_dir.name)
+            _write_tokenizer(writer, vocab)
+            fallbacks = [
+                _add_tensor(writer, name, p, qtype, config, permute_qk=arch == "llama")
+                for name, p in model.named_parameters()
+            ]
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     fallbacks = [f for f in fallbacks if f]
     if fallbacks:
         print(
