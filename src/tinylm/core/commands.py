@@ -72,6 +72,11 @@ COMMANDS: dict[str, Command] = {
         "Export a tinylm checkpoint as a directory that transformers loads (AutoModelForCausalLM, AutoModelForMaskedLM or T5ForConditionalGeneration).",
         positional=True,
     ),
+    "export gguf": Command(
+        "tinylm.interop.gguf_export:export_gguf",
+        "Export a tinylm decoder checkpoint (Llama or Qwen2 shaped) as a GGUF file that llama.cpp loads.",
+        positional=True,
+    ),
     "info": Command(
         "tinylm.models.info:model_info",
         "Print a model's config, parameter counts and training FLOPs per token.",
@@ -186,7 +191,7 @@ GROUPS: dict[str, str] = {
     "tokenizer": "Train byte-level BPE tokenizers.",
     "data": "Embedded corpora, cleaning, token shards and task data.",
     "import": "Import models from Hugging Face directories and GGUF files.",
-    "export": "Export tinylm checkpoints to Hugging Face directories.",
+    "export": "Export tinylm checkpoints to Hugging Face directories and GGUF files (llama.cpp).",
     "eval": "Score models: bits per byte, tasks.",
     "vectors": "Word vectors: train word2vec, nearest neighbours, analogies, scores; also a model's embeddings.",
     "reward": "Reward models: train on preference pairs, score conversations.",

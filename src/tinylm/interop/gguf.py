@@ -17,7 +17,7 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, ReaderTensor
 from gguf.quants import dequantize
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 
 from ..errors import TinyLMError
@@ -25,9 +25,15 @@ from ..io import write_json
 from ..models import Backbone, ModelConfig, build_model, save_model
 from ..models.checkpoint import DType, parse_dtype
 from . import output_dir
-
-ARCHITECTURES = ("llama", "qwen2")
-"""Llama (SmolLM2, TinyLlama, ...) and Qwen2 (q/k/v biases, no q/k permutation in the file)."""
+from .gguf_layout import (
+    ARCHITECTURES,
+    CONTROL,
+    PRE_TOKENIZERS,
+    USER_DEFINED,
+    our_name,
+    qk_heads,
+    unpermute,
+)
 
 TENSOR_TYPES = (
     Q.F32,
@@ -45,41 +51,6 @@ TENSOR_TYPES = (
     Q.Q6_K,
 )
 """Types dequantised through `gguf.quants`; the tests cover F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1."""
-
-_TOP_LEVEL = {"token_embd": "embed", "output_norm": "norm", "output": "lm_head"}
-_PER_LAYER = {
-    "attn_norm": "attn_norm",
-    "attn_q": "attn.q_proj",
-    "attn_k": "attn.k_proj",
-    "attn_v": "attn.v_proj",
-    "attn_output": "attn.o_proj",
-    "ffn_norm": "mlp_norm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-
-# How text is split before BPE, by `tokenizer.ggml.pre` (llama.cpp's name for the pre-tokenizer).
-_GPT2 = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_PRE_TOKENIZERS = {
-    "default": _GPT2,
-    "gpt2": _GPT2,
-    "gpt-2": _GPT2,
-    # SmolLM / StarCoder: every digit on its own, then GPT-2's split.
-    "smollm": [pre_tokenizers.Digits(individual_digits=True), *_GPT2],
-    "starcoder": [pre_tokenizers.Digits(individual_digits=True), *_GPT2],
-    "llama-bpe": [
-        pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), "isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ],
-    "qwen2": [
-        pre_tokenizers.Split(Regex(_QWEN2_SPLIT), "isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ],
-}
-_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
 
 
 def import_gguf(file: str, out: str | None = None, dtype: DType = "float32", overwrite: bool = False) -> Path:
@@ -160,31 +131,27 @@ def _config(reader: GGUFReader, path: Path, arch: str, tie: bool) -> ModelConfig
         n_kv_head=int(get("attention.head_count_kv", n_head)),
         d_ff=int(get("feed_forward_length")),
         max_seq_len=int(get("context_length")),
-        rope_theta=float(get("rope.freq_base", 10000.0)),
-        rope_scaling={"type": "linear", "factor": float(get("rope.scaling.factor"))}
+        rope_theta=_decimal(get("rope.freq_base", 10000.0)),
+        rope_scaling={"type": "linear", "factor": _decimal(get("rope.scaling.factor"))}
         if scaling == "linear"
         else None,
-        norm_eps=float(get("attention.layer_norm_rms_epsilon")),
+        norm_eps=_decimal(get("attention.layer_norm_rms_epsilon")),
         attn_bias=arch == "qwen2",
         tie_embeddings=tie,
     )
 
 
-def _our_name(name: str) -> str | None:
-    """tinylm's name for a llama.cpp tensor name ("blk.3.attn_q.weight" -> "blocks.3.attn.q_proj.weight")."""
-    parts = name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _PER_LAYER:
-        return f"blocks.{parts[1]}.{_PER_LAYER[parts[2]]}.{parts[3]}"
-    if len(parts) == 2 and parts[0] in _TOP_LEVEL:
-        return f"{_TOP_LEVEL[parts[0]]}.{parts[1]}"
-    return None
+def _decimal(value: float) -> float:
+    """The shortest decimal that a float32 metadata value rounds from (1e-05, not 9.999999747378752e-06):
+    the value the writer meant, and the same float32 in every computation."""
+    return float(str(np.float32(value)))
 
 
 def _check_tensors(reader: GGUFReader, path: Path) -> dict[str, ReaderTensor]:
     """Our name -> GGUF tensor, after checking every name and type, before any slow dequantisation."""
     tensors = {}
     for t in reader.tensors:
-        name = _our_name(t.name)
+        name = our_name(t.name)
         if name is None:
             raise TinyLMError(f"{path}: unexpected tensor {t.name!r}; tinylm has no place for it")
         if t.tensor_type not in TENSOR_TYPES:
@@ -194,15 +161,6 @@ def _check_tensors(reader: GGUFReader, path: Path) -> dict[str, ReaderTensor]:
             )
         tensors[name] = t
     return tensors
-
-
-def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Undo llama.cpp's q/k row order: back from interleaved rotary pairs to rotate-half order per head.
-
-    GGML rotates adjacent feature pairs while Hugging Face rotates the two halves of each head, so
-    llama.cpp's converter reorders each head's rows from (half, i) to (i, half); this is its inverse.
-    """
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def _load_tensors(model: Backbone, tensors: dict[str, ReaderTensor], path: Path, permute_qk: bool) -> None:
@@ -215,14 +173,13 @@ def _load_tensors(model: Backbone, tensors: dict[str, ReaderTensor], path: Path,
         raise TinyLMError(
             f"{path}: unexpected tensor {tensors[unexpected[0]].name!r} for the metadata's shape"
         )
-    heads = {"attn.q_proj": model.config.n_head, "attn.k_proj": model.config.n_kv_head}
     with torch.no_grad():
         for name, t in tqdm(tensors.items(), desc="dequantising", unit="tensor", disable=None):
             # GGUF lists dimensions innermost first; numpy and torch want them outermost first.
             w = dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
-            module = name.split(".", 2)[-1].rsplit(".", 1)[0]
-            if permute_qk and module in heads:
-                w = _unpermute(w, heads[module])
+            heads = qk_heads(name, model.config) if permute_qk else None
+            if heads:
+                w = unpermute(w, heads)
             if tuple(w.shape) != tuple(params[name].shape):
                 raise TinyLMError(
                     f"{path}: tensor {t.name!r} has shape {w.shape}, the metadata implies {tuple(params[name].shape)}"
@@ -238,9 +195,9 @@ def _write_tokenizer(reader: GGUFReader, path: Path, out: Path, config: ModelCon
             f"{path}: tokenizer model {kind!r} is not supported; expected byte-level BPE ('gpt2')"
         )
     pre = _meta(reader, path, "tokenizer.ggml.pre", "default")
-    if pre not in _PRE_TOKENIZERS:
+    if pre not in PRE_TOKENIZERS:
         raise TinyLMError(
-            f"{path}: pre-tokenizer {pre!r} is not supported; expected one of {sorted(_PRE_TOKENIZERS)}"
+            f"{path}: pre-tokenizer {pre!r} is not supported; expected one of {sorted(PRE_TOKENIZERS)}"
         )
     tokens = _meta(reader, path, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in _meta(reader, path, "tokenizer.ggml.merges")]
@@ -248,17 +205,17 @@ def _write_tokenizer(reader: GGUFReader, path: Path, out: Path, config: ModelCon
     if len(types) != len(tokens):
         raise TinyLMError(f"{path}: {len(types)} token types for {len(tokens)} tokens")
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(_PRE_TOKENIZERS[pre])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(PRE_TOKENIZERS[pre])
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(
         [
             AddedToken(t, special=True, normalized=False)
             for t, k in zip(tokens, types, strict=True)
-            if k == _CONTROL
+            if k == CONTROL
         ]
     )
     tok.add_tokens(
-        [AddedToken(t, normalized=False) for t, k in zip(tokens, types, strict=True) if k == _USER_DEFINED]
+        [AddedToken(t, normalized=False) for t, k in zip(tokens, types, strict=True) if k == USER_DEFINED]
     )
     tok.save(str(out / "tokenizer.json"))
 
