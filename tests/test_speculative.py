@@ -77,7 +77,7 @@ def test_greedy_equals_plain_greedy(name, engines, plain):
     assert "".join(engine.stream(streamed)) == plain.generate([PROMPTS[0]], GREEDY)[0].text
 
 
-@pytest.mark.parametrize("name", ["lookup", "other"])
+@pytest.mark.parametrize("name", ["lookup", "self", "other"])
 def test_batches_stops_and_lengths_behave_as_without_speculation(name, engines, plain):
     engine = engines[name]
     # Five prompts through three rows: plain steps while several decode, speculation once one is left.
@@ -125,18 +125,18 @@ def frequencies(tokens: list[int]) -> torch.Tensor:
 
 @pytest.mark.parametrize("drafter", ["model", "lookup"])
 def test_the_acceptance_rule_keeps_the_target_distribution(drafter):
-    # Drafts from q (far from p), or always token 0 (prompt lookup's one-hot q): every emitted token must
+    # Drafts from q (far from p), or always token 1 (prompt lookup's one-hot q): every emitted token must
     # still be distributed as p. Accepting drafts as they come would give q; resampling from p on a
-    # rejection (instead of from max(0, p - q)) would give a deviation of about 0.1; the bound is 0.02.
+    # rejection (instead of from max(0, p - q)) would be 0.05 off; the bound is 0.025.
     def draft_of(gen):
         if drafter == "lookup":
-            return Draft([0, 0])
+            return Draft([1, 1])
         return Draft(torch.multinomial(Q, 2, replacement=True, generator=gen).tolist(), Q.expand(2, 5))
 
-    runs = emitted(draft_of, 20_000)
-    assert (frequencies([r[0] for r in runs]) - P).abs().max() < 0.02
+    runs = emitted(draft_of, 6000)
+    assert (frequencies([r[0] for r in runs]) - P).abs().max() < 0.025
     second = [r[1] for r in runs if len(r) > 1]  # after an accepted first token, the next is also p's
-    assert len(second) > 1000 and (frequencies(second) - P).abs().max() < 0.03
+    assert len(second) > 1500 and (frequencies(second) - P).abs().max() < 0.04
 
 
 def test_greedy_verification_keeps_the_argmax_prefix():
