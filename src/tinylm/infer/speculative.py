@@ -69,17 +69,12 @@ def verify(p: torch.Tensor, draft: Draft, greedy: bool, generator: torch.Generat
         if px >= qx or (px > 0 and float(torch.rand((), generator=generator)) * qx < px):
             out.append(x)
             continue
-        q = (
-            draft.probs[i]
-            if draft.probs is not None
-            else torch.zeros_like(p[i]).index_fill_(0, torch.tensor([x]), 1)
-        )
-        residual = (p[i] - q).clamp_min(0)
-        out.append(
-            draw(residual / residual.sum(), greedy, generator)
-            if residual.sum() > 0
-            else draw(p[i], greedy, generator)
-        )
+        if draft.probs is None:  # q one-hot on x: max(0, p - q) is p without x
+            residual = p[i].index_fill(0, torch.tensor([x], device=p.device), 0)
+        else:
+            residual = (p[i] - draft.probs[i]).clamp_min(0)
+        total = float(residual.sum())  # > 0 whenever x was rejected, but for rounding
+        out.append(draw(residual / total if total > 0 else p[i], greedy, generator))
         return out
     return [*out, draw(p[len(draft.tokens)], greedy, generator)]
 
