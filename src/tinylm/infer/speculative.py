@@ -104,7 +104,7 @@ class DraftModel:
 
     def __init__(self, model: Backbone, tokens: int = 4) -> None:
         self.model, self.tokens = model.eval(), tokens
-        self._cache = model.new_cache(1)
+        self._cache = model.new_cache(1, 256)  # grows as needed
         self._fed: list[int] = []  # the tokens in the cache
 
     @classmethod
