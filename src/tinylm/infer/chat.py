@@ -18,6 +18,7 @@ from ..errors import TinyLMError
 from ..io import atomic_file
 from .engine import Engine
 from .sampling import SamplingParams
+from .speculative import make_speculator
 
 HELP = """commands:
   /reset              forget the conversation (keeps the system message)
@@ -142,6 +143,9 @@ def chat(
     sampling: SamplingParams | None = None,
     device: str = "cpu",
     quantize: Literal["none", "int4"] = "none",
+    speculative: Literal["none", "lookup", "draft"] = "none",
+    draft_model: Path | None = None,
+    draft_tokens: int = 4,
 ) -> None:
     """Chat with a model in the terminal, replies streamed as they are generated.
 
@@ -154,8 +158,16 @@ def chat(
         device: Torch device (cpu, cuda).
         quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
             decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
+        speculative: Speculative decoding, for lower latency when one sequence decodes: "lookup" drafts
+            by copying from the prompt and output, "draft" with `--draft_model`; the output's distribution
+            (and greedy text) stays that of plain decoding.
+        draft_model: Checkpoint directory of a small model on the same tokenizer, for `--speculative draft`.
+        draft_tokens: Most tokens drafted per step.
     """
     engine = Engine.load(model, device, quantize=quantize)
+    engine.speculator = make_speculator(
+        speculative, draft_model, draft_tokens, engine.model, engine.tokenizer, quantize
+    )
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
     session = ChatSession(engine, sampling or SamplingParams(), system)

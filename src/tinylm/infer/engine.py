@@ -17,7 +17,8 @@ import torch
 from ..errors import TinyLMError
 from ..models.base import Backbone, Cache
 from ..models.registry import require_generative
-from .sampling import SamplingParams, choose_tokens
+from .sampling import SamplingParams, choose_tokens, token_distribution
+from .speculative import Speculator, verify
 from .text import TextStream
 
 
@@ -41,6 +42,10 @@ class Sequence:
     stream: TextStream | None = field(default=None, repr=False)
     generator: torch.Generator | None = field(default=None, repr=False)
     stop_ids: frozenset[int] = field(default=frozenset(), repr=False)
+    drafted: int = 0
+    """Draft tokens speculative decoding proposed for this sequence (`tinylm.infer.speculative`)."""
+    accepted: int = 0
+    """How many of them the model accepted."""
 
     @property
     def finished(self) -> bool:
@@ -51,14 +56,19 @@ class Engine:
     """A model of any family and its tokenizer, ready to generate.
 
     The engine sees the model only through `Backbone` (`model(ids, attention_mask, cache=..., keep=1)`,
-    `new_cache`, `device`, `config.max_seq_len`) and its cache only through `Cache` (`keep`, `merge`).
+    `new_cache`, `device`, `config.max_seq_len`) and its cache only through `Cache` (`keep`, `merge`,
+    `truncate`). A `speculator` (`tinylm.infer.speculative`) makes a batch of one sequence decode several
+    tokens per forward pass; the output keeps the distribution of plain decoding.
     """
 
-    def __init__(self, model: Backbone, tokenizer, max_batch_size: int = 16) -> None:
+    def __init__(
+        self, model: Backbone, tokenizer, max_batch_size: int = 16, speculator: Speculator | None = None
+    ) -> None:
         require_generative(model.config, "generation (tinylm generate, chat, serve, sampled evaluation, RL)")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.speculator = speculator
         self.context = model.config.max_seq_len
         self.quantization = None  # what load(quantize="int4") did: a tinylm.models.quant.Int4Report
         ends = (tokenizer.eos_id, self._end_of_turn_id(), tokenizer.token_to_id("<|endoftext|>"))
@@ -216,11 +226,47 @@ class Batch:
 
     @torch.inference_mode()
     def step(self) -> list[tuple[Sequence, str]]:
-        """Feed every sequence its last token and sample the next one."""
+        """Feed every sequence its last token and sample the next one (or several, when speculating)."""
+        if self.engine.speculator is not None and len(self.seqs) == 1:
+            out = self._speculate(self.seqs[0], self.engine.speculator)
+            if out is not None:
+                return out
         model = self.engine.model
         ids = torch.tensor([[s.token_ids[-1]] for s in self.seqs], device=model.device)
         logits = model(ids, attention_mask=torch.ones_like(ids), cache=self.cache, keep=1)[:, -1]
         return self._advance(self.seqs, logits)
+
+    def _speculate(self, seq: Sequence, speculator: Speculator) -> list[tuple[Sequence, str]] | None:
+        """Verify the speculator's draft for `seq` in one forward pass and emit the tokens it keeps (the
+        accepted draft tokens and one more from the model); None when there is no draft to verify.
+
+        Only a batch of one speculates: on a CPU several sequences already share each read of the weights,
+        which is what speculation buys a single one."""
+        room = seq.params.max_new_tokens - len(seq.token_ids) - 1  # the model's own token always follows
+        ids, k = seq.prompt_ids + seq.token_ids, min(speculator.tokens, room)
+        draft = speculator.propose(ids, len(seq.prompt_ids), seq.params, seq.generator, k) if k > 0 else None
+        if draft is None:
+            return None
+        model, start, k, n = self.engine.model, self.cache.length, len(draft.tokens), len(ids)
+        x = torch.tensor([[ids[-1], *draft.tokens]], device=model.device)
+        logits = model(x, attention_mask=torch.ones_like(x), cache=self.cache, keep=k + 1)[0]
+        seen, generated = [], []
+        if seq.params.uses_penalties:  # position i has seen the first i draft tokens
+            full = torch.tensor(ids + draft.tokens, device=logits.device)
+            seen = [full[: n + i] for i in range(k + 1)]
+            generated = [full[len(seq.prompt_ids) : n + i] for i in range(k + 1)]
+        probs = token_distribution(logits, [seq.params] * (k + 1), seen, generated)
+        tokens = verify(probs, draft, seq.params.greedy, seq.generator)
+        seq.drafted, seq.accepted = seq.drafted + k, seq.accepted + len(tokens) - 1
+        self.cache.truncate(start + len(tokens))  # the last token emitted is fed by the next step
+        logp = logits.float().log_softmax(-1)
+        delta = ""
+        for i, tok in enumerate(tokens):
+            delta += self._emit(seq, tok, logp[i])
+            if seq.finished:
+                break
+        self._drop_finished()
+        return [(seq, delta)]
 
     def cancel(self, seq: Sequence) -> None:
         """End `seq` now (its client went away), freeing its row if it has one."""
@@ -241,25 +287,29 @@ class Batch:
                 seqs[i].prompt_ids + seqs[i].token_ids, dtype=torch.long, device=logits.device
             )
         tokens = choose_tokens(logits, params, [s.generator for s in seqs], seen, generated).tolist()
-        out = []
-        for i, (s, tok) in enumerate(zip(seqs, tokens, strict=True)):
-            s.logprobs.append(float(logp[i, tok]))
-            if s.params.top_logprobs:
-                vals, idx = logp[i].topk(s.params.top_logprobs)
-                s.top_logprobs.append(dict(zip(idx.tolist(), vals.tolist(), strict=True)))
-            s.token_ids.append(tok)  # last, so a reader on another thread never sees a token without logprob
-            if tok in s.stop_ids:
-                delta, s.finish_reason = s.stream.finish(), "stop"
-            else:
-                delta = s.stream.push(tok)
-                if s.stream.stopped:
-                    s.finish_reason = "stop"
-                elif len(s.token_ids) >= s.params.max_new_tokens:
-                    delta, s.finish_reason = delta + s.stream.finish(), "length"
-            s.text = s.stream.text[: s.stream.sent]
-            out.append((s, delta))
+        out = [(s, self._emit(s, tok, logp[i])) for i, (s, tok) in enumerate(zip(seqs, tokens, strict=True))]
         self._drop_finished()
         return out
+
+    @staticmethod
+    def _emit(s: Sequence, tok: int, logp: torch.Tensor) -> str:
+        """Append `tok` (with its log-probability under `logp`) to `s`; end `s` at a stop or its length;
+        return the text it completes."""
+        s.logprobs.append(float(logp[tok]))
+        if s.params.top_logprobs:
+            vals, idx = logp.topk(s.params.top_logprobs)
+            s.top_logprobs.append(dict(zip(idx.tolist(), vals.tolist(), strict=True)))
+        s.token_ids.append(tok)  # last, so a reader on another thread never sees a token without logprob
+        if tok in s.stop_ids:
+            delta, s.finish_reason = s.stream.finish(), "stop"
+        else:
+            delta = s.stream.push(tok)
+            if s.stream.stopped:
+                s.finish_reason = "stop"
+            elif len(s.token_ids) >= s.params.max_new_tokens:
+                delta, s.finish_reason = delta + s.stream.finish(), "length"
+        s.text = s.stream.text[: s.stream.sent]
+        return delta
 
     def _drop_finished(self) -> None:
         keep = [i for i, s in enumerate(self.seqs) if not s.finished]

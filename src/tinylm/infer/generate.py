@@ -12,6 +12,7 @@ from ..errors import TinyLMError
 from ..io import atomic_file
 from .engine import Engine, Sequence
 from .sampling import SamplingParams
+from .speculative import make_speculator
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -39,6 +40,9 @@ def generate(
     out: Path | None = None,
     device: str = "cpu",
     quantize: Literal["none", "int4"] = "none",
+    speculative: Literal["none", "lookup", "draft"] = "none",
+    draft_model: Path | None = None,
+    draft_tokens: int = 4,
 ) -> list[Sequence]:
     """Generate text from a checkpoint, for one prompt or a file of prompts.
 
@@ -57,6 +61,11 @@ def generate(
         device: Torch device (cpu, cuda).
         quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
             decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
+        speculative: Speculative decoding, for lower latency when one sequence decodes: "lookup" drafts
+            by copying from the prompt and output, "draft" with `--draft_model`; the output's distribution
+            (and greedy text) stays that of plain decoding.
+        draft_model: Checkpoint directory of a small model on the same tokenizer, for `--speculative draft`.
+        draft_tokens: Most tokens drafted per step.
     """
     if (prompt is None) == (prompts_file is None):
         raise TinyLMError("give exactly one of --prompt or --prompts_file")
@@ -64,6 +73,9 @@ def generate(
         raise TinyLMError(f"--batch_size must be >= 1, got {batch_size}")
     params = sampling or SamplingParams()
     engine = Engine.load(model, device, batch_size, quantize)
+    engine.speculator = make_speculator(
+        speculative, draft_model, draft_tokens, engine.model, engine.tokenizer, quantize
+    )
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
     texts = [prompt] if prompt is not None else read_prompts(prompts_file)

@@ -139,6 +139,32 @@ def filter_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
     return logits
 
 
+def token_distribution(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    seen: list[torch.Tensor],
+    generated: list[torch.Tensor],
+) -> torch.Tensor:
+    """The distribution (B, V) each row's next token is drawn from, given raw logits (B, V) and each row's
+    settings and history: penalties, then temperature and truncation; a greedy row's is one-hot on its
+    argmax. Plain sampling draws from it and speculative decoding verifies draft tokens against it."""
+    if any(p.uses_penalties for p in params):
+        logits = apply_penalties(logits.clone(), params, seen, generated)
+    probs = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+    probs.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+    sampled = [i for i, p in enumerate(params) if not p.greedy]
+    if sampled:
+        probs[sampled] = filter_logits(logits[sampled], [params[i] for i in sampled]).softmax(-1).float()
+    return probs
+
+
+def draw(probs: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
+    """One token from a row of `token_distribution`: its argmax when greedy (no random draw), else a sample."""
+    if greedy:
+        return int(probs.argmax())
+    return int(torch.multinomial(probs, 1, generator=generator)[0])
+
+
 def choose_tokens(
     logits: torch.Tensor,
     params: list[SamplingParams],
@@ -147,12 +173,6 @@ def choose_tokens(
     generated: list[torch.Tensor],
 ) -> torch.Tensor:
     """The next token of every row (B,), from raw logits (B, V) and each row's settings and history."""
-    if any(p.uses_penalties for p in params):
-        logits = apply_penalties(logits.clone(), params, seen, generated)
-    tokens = logits.argmax(-1)
-    sampled = [i for i, p in enumerate(params) if not p.greedy]
-    if sampled:
-        probs = filter_logits(logits[sampled], [params[i] for i in sampled]).softmax(-1).float()
-        for row, i in enumerate(sampled):
-            tokens[i] = torch.multinomial(probs[row], 1, generator=generators[i])[0]
-    return tokens
+    probs = token_distribution(logits, params, seen, generated)
+    rows = zip(probs, params, generators, strict=True)
+    return torch.tensor([draw(row, p.greedy, g) for row, p, g in rows], dtype=torch.long)

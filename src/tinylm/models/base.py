@@ -41,6 +41,9 @@ class Cache(Protocol):
     def merge(self, other: Cache, capacity: int) -> None:
         """Append `other`'s rows after ours."""
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on."""
+
 
 class Backbone(nn.Module):
     """A language model of some family (see the module docstring for the contract)."""

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from ..errors import TinyLMError
 from ..infer.engine import Engine, Sequence
 from ..infer.sampling import SamplingParams
+from ..infer.speculative import make_speculator
 from .protocol import (
     APIError,
     ChatRequest,
@@ -339,6 +340,9 @@ def serve(
     quantize: Literal["none", "int4"] = "none",
     threads: int | None = None,
     sampling: SamplingParams | None = None,
+    speculative: Literal["none", "lookup", "draft"] = "none",
+    draft_model: Path | None = None,
+    draft_tokens: int = 4,
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.
 
@@ -359,6 +363,11 @@ def serve(
             decoding on a CPU (lossless for checkpoints imported from a Q4_1 GGUF); "none" keeps them as saved.
         threads: Torch threads for decoding; default all cores but one, which is left to the HTTP server.
         sampling: Defaults for the sampling fields a request omits (`--sampling.help` lists them).
+        speculative: Speculative decoding, for lower latency when one sequence decodes: "lookup" drafts
+            by copying from the prompt and output, "draft" with `--draft_model`; the output's distribution
+            (and greedy text) stays that of plain decoding.
+        draft_model: Checkpoint directory of a small model on the same tokenizer, for `--speculative draft`.
+        draft_tokens: Most tokens drafted per step.
     """
     import uvicorn
 
@@ -367,6 +376,9 @@ def serve(
     if max_batch < 1 or max_queue < 0:
         raise TinyLMError(f"need max_batch >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
     engine = Engine.load(model, device, max_batch, quantize)
+    engine.speculator = make_speculator(
+        speculative, draft_model, draft_tokens, engine.model, engine.tokenizer, quantize
+    )
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
     name = model_name or Path(model).resolve().name

@@ -2,8 +2,9 @@
 
 Rows share one time axis and are right-aligned: each row's tokens end at the current length and padding
 sits on the left, masked out. Rows can join (`merge`, after their own prefill) and leave (`keep`) between
-decode steps, which is what continuous batching needs; a fixed batch simply never calls them. The model
-derives positions from the mask, so how much padding a row has never changes its result.
+decode steps, which is what continuous batching needs; a fixed batch simply never calls them. `truncate`
+takes back the newest positions (speculative decoding's rejected draft tokens). The model derives positions
+from the mask, so how much padding a row has never changes its result.
 
 Layout: all layers in one tensor (n_layer, batch, n_kv_head, capacity, head_dim), so joining and leaving are
 one copy each. A forward pass calls `extend_mask` (the new positions' padding), then each attention layer
@@ -73,6 +74,11 @@ class KVCache:
         if capacity > self.capacity:
             rows = torch.arange(self.batch_size, device=self.mask.device)
             self._relayout(rows, 0, max(capacity, self.capacity * 3 // 2))
+
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on (draft tokens that speculative decoding rejected)."""
+        self.mask[:, length : self.length] = False
+        self.length = min(self.length, length)
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order, repeats allowed), and drop leading all-padding columns."""

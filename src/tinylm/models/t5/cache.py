@@ -52,6 +52,9 @@ class T5Cache:
     def reserve(self, capacity: int) -> None:
         self.self_attn.reserve(capacity)
 
+    def truncate(self, length: int) -> None:
+        self.self_attn.truncate(length)
+
     def keep(self, rows: list[int]) -> None:
         self.self_attn.keep(rows)
         idx = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
