@@ -2,8 +2,10 @@
 
 Prints, as medians of --repeats runs interleaved with the transformers runs (machines here are shared and
 noisy, so the ratios measured side by side are the numbers to quote):
-  - batch-1 greedy decode tokens/s (32-token prompt, 128 new tokens), tinylm vs transformers;
-  - time to first token for a 256-token prompt, tinylm vs transformers;
+  - batch-1 greedy decode tokens/s (32-token prompt, 128 new tokens), tinylm vs transformers and llama.cpp
+    (llama-cpp-python on the original Q4_1 GGUF, when it is installed), and the share each reaches of what
+    memory bandwidth allows;
+  - time to first token for a 256-token prompt, tinylm vs transformers and llama.cpp;
   - total tokens/s of 8 concurrent streamed requests to `tinylm serve` vs one request alone;
   - peak resident memory of the tinylm part (before transformers is loaded).
 
@@ -35,6 +37,9 @@ from tinylm.infer.engine import Batch
 from tinylm.serve.app import create_app
 
 COMMAND = "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:])
+MEMORY_LIMIT_TPS = 550
+"""Batch-1 tokens/s that memory bandwidth allows SmolLM2-135M in Q4_1: 84 MB of weights per token (int4
+blocks and a Q8_0 head) at the 46 GB/s measured on the 2-core machine."""
 
 
 def smollm2_checkpoint(out: Path) -> Path:
@@ -75,6 +80,38 @@ def hf_decode(model, ids: list[int], new: int) -> tuple[float, float]:
         out = model.generate(x, max_new_tokens=new, min_new_tokens=new, do_sample=False)
         total = time.perf_counter() - start
     return ttft, (out.shape[1] - len(ids) - 1) / (total - ttft)
+
+
+def llama_cpp_model(threads: int):
+    """llama.cpp (llama-cpp-python) on the Q4_1 GGUF the checkpoint was imported from; None if not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print("# llama.cpp column skipped: llama-cpp-python is not installed (pip install llama-cpp-python)")
+        return None
+    from tinylm.interop.packaged import smollm2_gguf
+
+    return Llama(str(smollm2_gguf()), n_threads=threads, n_ctx=512, verbose=False)
+
+
+def llama_cpp_decode(llm, ids: list[int], new: int) -> tuple[float, float]:
+    """(time to first token, decode tokens/s after it) for one greedy run through `Llama.eval`.
+
+    The argmax over the last row of `llm.scores` is the greedy choice, as tinylm's engine makes it; the same
+    token ids go in (tinylm's tokenizer was imported from the same file)."""
+
+    def next_token() -> int:
+        return int(llm.scores[llm.n_tokens - 1].argmax())
+
+    llm.reset()
+    start = time.perf_counter()
+    llm.eval(ids)  # prefill + first token
+    token = next_token()
+    first = time.perf_counter()
+    for _ in range(new - 1):
+        llm.eval([token])
+        token = next_token()
+    return first - start, (new - 1) / max(time.perf_counter() - first, 1e-9)
 
 
 def serve_throughput(
@@ -127,7 +164,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--quantize", choices=["none", "int4"], default="none", help="tinylm's weights")
-    parser.add_argument("--skip-hf", action="store_true", help="only measure tinylm")
+    parser.add_argument("--skip-hf", action="store_true", help="do not measure transformers")
+    parser.add_argument("--skip-llama-cpp", action="store_true", help="do not measure llama.cpp")
     args = parser.parse_args()
     model_dir = args.model or smollm2_checkpoint(Path("runs/bench/smollm2-135m"))
     print(f"# {COMMAND}\n# model {model_dir}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -152,16 +190,35 @@ def main() -> None:
         hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
         hf_decode(hf, short, 8)  # warm-up
-    rows = {"ours_tps": [], "ours_ttft": [], "hf_tps": [], "hf_ttft": []}
-    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+    llm = None if args.skip_llama_cpp else llama_cpp_model(torch.get_num_threads())
+    if llm is not None:
+        llama_cpp_decode(llm, short, 8)  # warm-up
+    rows = {k: [] for k in ("ours_tps", "ours_ttft", "hf_tps", "hf_ttft", "cpp_tps", "cpp_ttft")}
+    for _ in range(args.repeats):  # interleaved, so all see the same machine load
         rows["ours_tps"].append(ours_decode(engine, short, args.new_tokens)[1])
         rows["ours_ttft"].append(ours_decode(engine, long, 2)[0])
         if hf is not None:
             rows["hf_tps"].append(hf_decode(hf, short, args.new_tokens)[1])
             rows["hf_ttft"].append(hf_decode(hf, long, 2)[0])
+        if llm is not None:
+            rows["cpp_tps"].append(llama_cpp_decode(llm, short, args.new_tokens)[1])
+            rows["cpp_ttft"].append(llama_cpp_decode(llm, long, 1)[0])
     med = {k: statistics.median(v) for k, v in rows.items() if v}
-    print(f"batch-1 decode, tinylm:            {med['ours_tps']:7.1f} tokens/s")
+    limit = f"of the ~{MEMORY_LIMIT_TPS} tokens/s memory bandwidth allows"
+    print(
+        f"batch-1 decode, tinylm:            {med['ours_tps']:7.1f} tokens/s  "
+        f"({med['ours_tps'] / MEMORY_LIMIT_TPS:.0%} {limit})"
+    )
     print(f"time to first token (256 tokens), tinylm:       {med['ours_ttft'] * 1000:7.0f} ms")
+    if llm is not None:
+        print(
+            f"batch-1 decode, llama.cpp Q4_1:    {med['cpp_tps']:7.1f} tokens/s  "
+            f"({med['cpp_tps'] / MEMORY_LIMIT_TPS:.0%} {limit}; tinylm {med['ours_tps'] / med['cpp_tps']:.2f}x)"
+        )
+        print(
+            f"time to first token (256 tokens), llama.cpp:    {med['cpp_ttft'] * 1000:7.0f} ms  "
+            f"(tinylm {med['cpp_ttft'] / med['ours_ttft']:.2f}x faster)"
+        )
     if hf is not None:
         print(
             f"batch-1 decode, transformers:      {med['hf_tps']:7.1f} tokens/s  "

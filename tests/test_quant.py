@@ -9,7 +9,8 @@ from torch import nn
 from tinylm.cli import main
 from tinylm.infer import Engine, SamplingParams
 from tinylm.models import ModelConfig, build_model, load_model
-from tinylm.models.quant import Int4Linear, Int4Weights, quantize_int4
+from tinylm.models.components.linear import convert_linears
+from tinylm.models.quant import Int4Linear, Int4Weights, Int8Linear, quantize_int4
 from tinylm.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,6 +53,40 @@ def test_int4_linear_matches_a_matmul_with_the_dequantized_weight():
     torch.testing.assert_close(layer(x), expected, rtol=2e-2, atol=2e-2)
 
 
+def tiny_llama() -> nn.Module:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=256, d_model=64, n_layer=2, n_head=4, n_kv_head=2, d_ff=128, max_seq_len=32
+    )
+    return build_model(config).eval()
+
+
+def test_fused_int4_projections_compute_what_the_separate_layers_compute():
+    fused, separate = tiny_llama(), tiny_llama()
+    x = torch.randint(0, 256, (2, 12))
+    mask = torch.ones_like(x)
+    mask[1, :5] = 0  # left padding: the fused path must keep positions and masks right
+    report = quantize_int4(fused)
+    convert_linears(separate, lambda _, m: Int4Linear(Int4Weights.quantize(m.weight), m.bias))
+    assert report.fused == 2 * 3 and isinstance(fused.blocks[1].mlp.gate_up_proj, Int4Linear)
+    with torch.no_grad():
+        h_fused, h_separate = fused.hidden(x, mask), separate.hidden(x, mask)
+    # The same integers and the same bf16 inputs: equal up to the order of float sums.
+    torch.testing.assert_close(h_fused, h_separate, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_head_keeps_the_greedy_tokens_of_the_fp32_head():
+    model = tiny_llama()
+    x = torch.randint(0, 256, (4, 16))
+    with torch.no_grad():
+        hidden = model.hidden(x)
+        head = Int8Linear(model.lm_head.weight, None)
+        exact, approx = model.lm_head(hidden), head(hidden)
+    assert head.q.dtype == torch.int8 and (head.dequantize() - model.lm_head.weight).abs().max() < 1e-3
+    assert (exact.argmax(-1) == approx.argmax(-1)).float().mean() >= 0.95
+    assert (exact - approx).abs().max() < 0.05 * exact.abs().max()
+
+
 def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot_hold():
     torch.manual_seed(0)
     config = ModelConfig(
@@ -63,13 +98,15 @@ def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot
         before = model(x)
         report = quantize_int4(model)
         after = model(x)
-    # d_ff = 72 is no multiple of 16, so gate and up stay fp32; down (in 72) is no multiple of 32 either.
-    assert report.quantized == 2 * 4
+    # d_ff = 72 is no multiple of 16, so gate and up stay fp32 and unfused; down (in 72) is no multiple of 32.
+    # q/k/v fuse into one layer.
+    assert (report.quantized, report.fused) == (2 * 2, 2 * 2)
     assert sorted(report.kept) == [
         f"blocks.{i}.mlp.{n}" for i in (0, 1) for n in ("down_proj", "gate_proj", "up_proj")
     ]
-    assert isinstance(model.blocks[0].attn.q_proj, Int4Linear)
-    assert isinstance(model.lm_head, nn.Linear)
+    assert isinstance(model.blocks[0].attn.qkv_proj, Int4Linear)
+    assert not hasattr(model.blocks[0].attn, "q_proj")
+    assert isinstance(model.lm_head, Int8Linear) and isinstance(model.embed, nn.Embedding)
     assert report.max_error > 0 and report.int4_bytes < report.fp32_bytes / 4
     assert (after - before).abs().mean() < 0.1 * before.abs().mean()
 
@@ -77,7 +114,7 @@ def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot
 def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tiny_checkpoint, capsys):
     ckpt = tiny_checkpoint
     engine = Engine.load(ckpt, max_batch_size=2, quantize="int4")
-    assert engine.quantization.quantized == 2 * 7
+    assert (engine.quantization.quantized, engine.quantization.fused) == (2 * 4, 2 * 3)
     prompts = ["To be", "床前明月光", "The quick brown fox jumps"]
     params = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True)
     batched = engine.generate(prompts, params)
@@ -85,7 +122,7 @@ def test_int4_engine_batches_exactly_and_the_cli_reports_quantization(tiny_check
         assert seq.token_ids == engine.generate([prompt], params)[0].token_ids
     generate = ["generate", "--model", str(ckpt), "--prompt", "To be", "--sampling.max_new_tokens", "4"]
     assert main([*generate, "--quantize", "int4"]) == 0
-    assert "int4 weights: 14 linear layers" in capsys.readouterr().err
+    assert "int4 weights: 8 linear layers (6 more fused into them)" in capsys.readouterr().err
     assert main(["generate", "--model", str(ckpt), "--prompt", "x", "--quantize", "int3"]) == 2
     assert "quantize: expected one of 'none', 'int4', got 'int3'" in capsys.readouterr().err
 
@@ -98,8 +135,9 @@ def test_smollm2_from_q4_1_gguf_quantizes_losslessly(smollm2_checkpoint):
         logits = model(ids[:, :-1])[0]
         report = quantize_int4(model)
         logits_int4 = model(ids[:, :-1])[0]
-    assert report.quantized == 30 * 7 and report.kept == []
+    assert (report.quantized, report.fused, report.kept) == (30 * 4, 30 * 3, [])
     assert report.max_error == 0.0  # the GGUF's Q4_1 integers, recovered exactly
+    assert report.head_max_error < 0.01  # int8 with a scale per row; the embedding is a Q8_0 in the GGUF
     # Only the bf16 rounding of activations differs: the same predictions, nearly the same perplexity.
     assert (logits.argmax(-1) == logits_int4.argmax(-1)).float().mean() >= 0.9
     ppl, ppl_int4 = (

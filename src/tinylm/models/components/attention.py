@@ -43,6 +43,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(source, kv, bias=bias)
         self.v_proj = nn.Linear(source, kv, bias=bias)
         self.o_proj = nn.Linear(d_model, d_model, bias=out_bias)
+        self.qkv_proj: nn.Module | None = None
+        """q, k and v in one matmul, when quantization fused them (`tinylm.models.quant.fuse_projections`)."""
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], n, self.head_dim).transpose(1, 2)
@@ -66,10 +68,13 @@ class Attention(nn.Module):
         """`mask` (B, 1, T, S) overrides `causal`; without a mask, `causal` picks a causal or full pattern.
         A float `mask` is added to the scores (T5's position bias, with -inf where a key is hidden); `kv`
         are keys and values computed before (`keys_values`), for cross-attention to a cached context."""
-        q = self._heads(self.q_proj(x), self.n_head)
-        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if self.qkv_proj is not None and context is None and kv is None:
+            q, k, v = self._fused_qkv(x, rotary)
+        else:
+            q = self._heads(self.q_proj(x), self.n_head)
+            k, v = kv if kv is not None else self.keys_values(x if context is None else context)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         y = F.scaled_dot_product_attention(
@@ -83,6 +88,15 @@ class Attention(nn.Module):
             enable_gqa=self.n_kv_head != self.n_head,
         )
         return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+    def _fused_qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v from the fused projection; q and k rotate together, in one pass."""
+        y = self.qkv_proj(x).view(x.shape[0], x.shape[1], -1, self.head_dim)  # (B, T, heads, D)
+        qk, v = y[:, :, : self.n_head + self.n_kv_head], y[:, :, self.n_head + self.n_kv_head :]
+        if rotary is not None:
+            qk = apply_rotary(qk, *rotary, head_axis=2)
+        q, k = qk[:, :, : self.n_head], qk[:, :, self.n_head :]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 def causal_mask(

@@ -33,8 +33,8 @@ class RotaryEmbedding(nn.Module):
         return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x of shape (B, H, T, D) by the angles in cos/sin of shape (B, T, D)."""
-    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_axis: int = 1) -> torch.Tensor:
+    """Rotate x of shape (B, H, T, D) (or (B, T, H, D) with head_axis=2) by cos/sin of shape (B, T, D)."""
+    cos, sin = cos.unsqueeze(head_axis).to(x.dtype), sin.unsqueeze(head_axis).to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
