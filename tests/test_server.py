@@ -170,7 +170,8 @@ CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
         ("/v1/completions", {"model": "tiny", "prompt": "x", "temperature": -1}, 400, "temperature"),
         ("/v1/completions", {"model": "tiny", "prompt": "x", "top_p": 0}, 400, "top_p"),
         ("/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
-        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 2}, 400, "n must be 1"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 3}, 400, "n must be at most 2"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 0}, 400, "n: Input should be greater"),
         ("/v1/completions", {"model": "tiny", "prompt": ""}, 400, "prompt"),
         ("/v1/completions", {"model": "tiny", "prompt": [99999]}, 400, "token ids"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "gpt-4"),
@@ -218,7 +219,7 @@ def wait_idle(server, timeout: float = 10) -> dict:
 def test_full_queue_gives_429_and_disconnect_frees_the_slot(server, monkeypatch):
     jobs = []
     submit, step = server.scheduler.submit, Batch.step
-    monkeypatch.setattr(server.scheduler, "submit", lambda seq: jobs.append(seq) or submit(seq))
+    monkeypatch.setattr(server.scheduler, "submit", lambda seqs: jobs.extend(seqs) or submit(seqs))
     monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.02) or step(self))  # 250 steps take > 5 s
     body = {"model": "tiny", "prompt": "To be", "max_tokens": 250, "stream": True, "ignore_eos": True}
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -228,8 +229,10 @@ def test_full_queue_gives_429_and_disconnect_frees_the_slot(server, monkeypatch)
         streams = [http.send(request, stream=True) for _ in range(3)]
         assert [r.status_code for r in streams] == [200, 200, 200]
         assert sum(server.scheduler.counts.values()) == 3
-        err = error_of(post(server, "/v1/completions", {**body, "stream": False}), 429)
+        refused = post(server, "/v1/completions", {**body, "stream": False})
+        err = error_of(refused, 429)
         assert err["type"] == "rate_limit_exceeded"
+        assert int(refused.headers["Retry-After"]) >= 1
         for r in streams:
             r.close()  # hang up mid-stream
     assert wait_idle(server) == {"running": 0, "waiting": 0}
@@ -251,7 +254,7 @@ def test_concurrent_requests_are_batched_and_correct(engine, client):
 def test_unstreamed_request_is_cancelled_when_the_client_leaves(server, monkeypatch):
     jobs = []
     submit, step = server.scheduler.submit, Batch.step
-    monkeypatch.setattr(server.scheduler, "submit", lambda seq: jobs.append(seq) or submit(seq))
+    monkeypatch.setattr(server.scheduler, "submit", lambda seqs: jobs.extend(seqs) or submit(seqs))
     monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.02) or step(self))
     body = {"model": "tiny", "prompt": "To be", "max_tokens": 250, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
