@@ -30,8 +30,11 @@ from ..infer.engine import Engine, Sequence
 from ..infer.sampling import SamplingParams
 from .protocol import (
     APIError,
+    ChatCompletion,
     ChatRequest,
+    Completion,
     CompletionRequest,
+    ErrorResponse,
     chat_logprobs,
     completion_logprobs,
     envelope,
@@ -42,6 +45,25 @@ from .protocol import (
 from .scheduler import Job, QueueFull, Scheduler
 
 STATIC = Path(__file__).parent / "static"
+
+
+def responses(reply: type) -> dict[int | str, dict[str, Any]]:
+    """What a generating route answers, for /openapi.json: `reply` as JSON, or server-sent events of its
+    chunks when the request streams; every error in OpenAI's shape."""
+    errors = {
+        400: "the request is invalid (the message names the field)",
+        401: "the API key is missing or wrong",
+        404: "the model does not exist",
+        413: "the request body is too large",
+        429: "the queue is full; retry after Retry-After seconds",
+        500: "generation failed",
+    }
+    out: dict[int | str, dict[str, Any]] = {
+        200: {"model": reply, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    }
+    out.update({status: {"model": ErrorResponse, "description": why} for status, why in errors.items()})
+    out[429]["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
+    return out
 
 
 def create_app(
@@ -74,6 +96,19 @@ def create_app(
     )
     app = FastAPI(title="tinylm", description=about, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its 422 responses: validation errors are 400s here (`responses`)."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
@@ -246,7 +281,7 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @v1.post("/v1/completions")
+    @v1.post("/v1/completions", responses=responses(Completion))
     async def completions(request: Request, req: CompletionRequest):
         """OpenAI's legacy completions: continue `prompt` (text or token ids), n times.
 
@@ -295,7 +330,7 @@ def create_app(
 
         return sse(job, chunks())
 
-    @v1.post("/v1/chat/completions")
+    @v1.post("/v1/chat/completions", responses=responses(ChatCompletion))
     async def chat_completions(request: Request, req: ChatRequest):
         """OpenAI's chat completions: n replies of the assistant to `messages`, through the model's chat template.
 

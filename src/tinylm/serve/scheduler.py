@@ -70,10 +70,10 @@ class Scheduler:
     def __init__(
         self,
         engine: Engine,
-        max_batch: int = 32,
-        max_queue: int = 512,
-        threads: int | None = None,
-        max_prefill_tokens: int = 1024,
+        max_batch: int,
+        max_queue: int,
+        threads: int | None,
+        max_prefill_tokens: int,
     ) -> None:
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
         self.max_prefill_tokens = max_prefill_tokens
@@ -175,14 +175,17 @@ class Scheduler:
                 log.exception("decode step failed")
                 self._fail(str(e) or type(e).__name__)
                 continue
+            over = []  # jobs whose last choice ended in this step (several of its choices may end together)
             for seq, delta in outputs:
                 job, i = self._jobs[id(seq)]
                 if delta:
                     job._send((i, delta))
                 if seq.finished:
                     job._send((i, None))
-                    if all(s.finished for s in job.seqs):
-                        self._finish(job)
+                    if all(s.finished for s in job.seqs) and job not in over:
+                        over.append(job)
+            for job in over:
+                self._finish(job)
 
     def _finish(self, job: Job) -> None:
         with self._cond:
