@@ -100,7 +100,7 @@ def test_omitted_fields_take_sampling_params_defaults(engine, server, client):
     defaults = SamplingParams(seed=5)
     card = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"][0]
     assert card["default_sampling"] == asdict(SamplingParams())
-    api = httpx.get(server.url + "/openapi.json").json()
+    api = httpx.get(server.url + "/openapi.json", timeout=30).json()
     assert (
         "temperature=1.0" in api["info"]["description"] and "max_new_tokens=128" in api["info"]["description"]
     )
@@ -283,8 +283,8 @@ def test_defaults_hold_a_burst(roomy):
     def ask(i: int) -> int:
         return httpx.post(roomy.url + "/v1/chat/completions", json={**body, "stream": i % 2 == 1}, timeout=60)
 
-    with ThreadPoolExecutor(60) as pool:
-        assert {r.status_code for r in pool.map(ask, range(60))} == {200}
+    with ThreadPoolExecutor(48) as pool:  # more than the old defaults held (8 decoding + 32 waiting)
+        assert {r.status_code for r in pool.map(ask, range(48))} == {200}
 
 
 def test_admission_is_capped_per_step_and_running_streams_advance_every_step(engine, monkeypatch):
@@ -359,7 +359,7 @@ def test_n_choices_greedy_equal_and_sampled_reproducible_but_different(roomy):
 
 
 def test_openapi_declares_request_and_response_bodies(roomy):
-    api = httpx.get(roomy.url + "/openapi.json").json()
+    api = httpx.get(roomy.url + "/openapi.json", timeout=30).json()
     schemas = api["components"]["schemas"]
     for path, request, reply in [
         ("/v1/chat/completions", "ChatRequest", "ChatCompletion"),

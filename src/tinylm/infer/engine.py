@@ -230,6 +230,7 @@ class Batch:
         logits = model(ids, attention_mask=torch.ones_like(ids), cache=self.cache, keep=1)[:, -1]
         return self._advance(self.seqs, logits)
 
+    @torch.inference_mode()  # dropping its row moves others within the cache's (inference) tensors
     def cancel(self, seq: Sequence) -> None:
         """End `seq` now (its client went away), freeing its row if it has one."""
         if not seq.finished:
