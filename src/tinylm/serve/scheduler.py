@@ -163,11 +163,11 @@ class Scheduler:
                 cancelled, self._cancelled = self._cancelled, set()
                 self._waiting = deque(j for j in self._waiting if j not in cancelled)
                 admit = self._admissions()
-            for job in cancelled:
-                for seq in job.seqs:
-                    self._batch.cancel(seq)
-                self._finish(job)
             try:
+                for job in cancelled:
+                    for seq in job.seqs:
+                        self._batch.cancel(seq)
+                    self._finish(job)
                 outputs = self._batch.add([s for job in admit for s in job.seqs]) if admit else []
                 if self._batch.seqs:
                     outputs += self._batch.step()
