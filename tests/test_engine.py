@@ -61,6 +61,19 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(engine):
     assert len({tuple(s.token_ids) for s in group}) > 1
 
 
+def test_repeated_prompts_are_prefilled_once(engine):
+    # A GRPO group (or a request's n choices): one prefill row, its cache copied to every sequence.
+    shapes = []
+    handle = engine.model.register_forward_pre_hook(lambda _, args: shapes.append(tuple(args[0].shape)))
+    try:
+        group = engine.generate([PROMPTS[1]] * 3, GREEDY)
+    finally:
+        handle.remove()
+    assert shapes[0] == (1, len(group[0].prompt_ids)) and all(s[1] == 1 for s in shapes[1:])
+    alone = engine.generate([PROMPTS[1]], GREEDY)[0]
+    assert all(s.token_ids == alone.token_ids for s in group[:3])
+
+
 def test_stop_token_and_stop_string(engine):
     full = engine.generate([PROMPTS[0]], GREEDY)[0]
     stop_tok = full.token_ids[5]

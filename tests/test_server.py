@@ -1,9 +1,11 @@
 """The OpenAI-compatible server, live on 127.0.0.1, driven by the official `openai` client and raw HTTP."""
 
+import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from itertools import pairwise
 
 import httpx
 import openai
@@ -14,6 +16,7 @@ from tinylm.cli import main
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.engine import Batch
 from tinylm.serve.app import create_app
+from tinylm.serve.scheduler import Scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,7 +100,7 @@ def test_omitted_fields_take_sampling_params_defaults(engine, server, client):
     defaults = SamplingParams(seed=5)
     card = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"][0]
     assert card["default_sampling"] == asdict(SamplingParams())
-    api = httpx.get(server.url + "/openapi.json").json()
+    api = httpx.get(server.url + "/openapi.json", timeout=30).json()
     assert (
         "temperature=1.0" in api["info"]["description"] and "max_new_tokens=128" in api["info"]["description"]
     )
@@ -170,7 +173,8 @@ CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
         ("/v1/completions", {"model": "tiny", "prompt": "x", "temperature": -1}, 400, "temperature"),
         ("/v1/completions", {"model": "tiny", "prompt": "x", "top_p": 0}, 400, "top_p"),
         ("/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
-        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 2}, 400, "n must be 1"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 3}, 400, "n must be at most 2"),
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "n": 0}, 400, "n: Input should be greater"),
         ("/v1/completions", {"model": "tiny", "prompt": ""}, 400, "prompt"),
         ("/v1/completions", {"model": "tiny", "prompt": [99999]}, 400, "token ids"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "gpt-4"),
@@ -218,7 +222,7 @@ def wait_idle(server, timeout: float = 10) -> dict:
 def test_full_queue_gives_429_and_disconnect_frees_the_slot(server, monkeypatch):
     jobs = []
     submit, step = server.scheduler.submit, Batch.step
-    monkeypatch.setattr(server.scheduler, "submit", lambda seq: jobs.append(seq) or submit(seq))
+    monkeypatch.setattr(server.scheduler, "submit", lambda seqs: jobs.extend(seqs) or submit(seqs))
     monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.02) or step(self))  # 250 steps take > 5 s
     body = {"model": "tiny", "prompt": "To be", "max_tokens": 250, "stream": True, "ignore_eos": True}
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -228,8 +232,10 @@ def test_full_queue_gives_429_and_disconnect_frees_the_slot(server, monkeypatch)
         streams = [http.send(request, stream=True) for _ in range(3)]
         assert [r.status_code for r in streams] == [200, 200, 200]
         assert sum(server.scheduler.counts.values()) == 3
-        err = error_of(post(server, "/v1/completions", {**body, "stream": False}), 429)
+        refused = post(server, "/v1/completions", {**body, "stream": False})
+        err = error_of(refused, 429)
         assert err["type"] == "rate_limit_exceeded"
+        assert int(refused.headers["Retry-After"]) >= 1
         for r in streams:
             r.close()  # hang up mid-stream
     assert wait_idle(server) == {"running": 0, "waiting": 0}
@@ -251,10 +257,142 @@ def test_concurrent_requests_are_batched_and_correct(engine, client):
 def test_unstreamed_request_is_cancelled_when_the_client_leaves(server, monkeypatch):
     jobs = []
     submit, step = server.scheduler.submit, Batch.step
-    monkeypatch.setattr(server.scheduler, "submit", lambda seq: jobs.append(seq) or submit(seq))
+    monkeypatch.setattr(server.scheduler, "submit", lambda seqs: jobs.extend(seqs) or submit(seqs))
     monkeypatch.setattr(Batch, "step", lambda self: time.sleep(0.02) or step(self))
     body = {"model": "tiny", "prompt": "To be", "max_tokens": 250, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         post(server, "/v1/completions", body, timeout=0.5)
     assert wait_idle(server) == {"running": 0, "waiting": 0}
     assert jobs[0].finish_reason == "cancelled" and len(jobs[0].token_ids) < 250
+
+
+@pytest.fixture(scope="module")
+def roomy(engine, live_server):
+    """A server at the default settings, without an API key."""
+    app = create_app(engine, "tiny")
+    live = live_server(app)
+    live.scheduler = app.state.scheduler
+    yield live
+    live.close()
+
+
+def test_defaults_hold_a_burst(roomy):
+    assert roomy.scheduler.max_queue >= 256 and roomy.scheduler.max_batch >= 16
+    body = {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+
+    def ask(i: int) -> int:
+        return httpx.post(roomy.url + "/v1/chat/completions", json={**body, "stream": i % 2 == 1}, timeout=60)
+
+    with ThreadPoolExecutor(48) as pool:  # more than the old defaults held (8 decoding + 32 waiting)
+        assert {r.status_code for r in pool.map(ask, range(48))} == {200}
+
+
+def test_admission_is_capped_per_step_and_running_streams_advance_every_step(engine, monkeypatch):
+    # max_prefill_tokens=1 admits one waiting request per step; every step in between decodes all the others.
+    calls = []
+    add, step = Batch.add, Batch.step
+    monkeypatch.setattr(Batch, "add", lambda self, seqs: calls.append(("add", len(seqs))) or add(self, seqs))
+    monkeypatch.setattr(Batch, "step", lambda self: calls.append(("step", len(self.seqs))) or step(self))
+    scheduler = Scheduler(engine, max_batch=4, max_queue=8, threads=1, max_prefill_tokens=1)
+    params = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
+
+    async def run() -> list[list[str]]:
+        jobs = [scheduler.submit([engine.sequence(p, params)]) for p in ["To be", "q", "The quick", "床前"]]
+        scheduler.start()
+        try:
+            return [[d async for _, d in job.deltas() if d is not None] for job in jobs]
+        finally:
+            scheduler.stop()
+
+    texts = asyncio.run(run())
+    assert [c for c in calls if c[0] == "add"] == [("add", 1)] * 4
+    assert all(b[0] == "step" for a, b in pairwise(calls) if a[0] == "add")  # no stream skips a step
+    assert [c for c in calls if c[0] == "step"][:4] == [("step", 1), ("step", 2), ("step", 3), ("step", 4)]
+    want = engine.generate(["To be", "q", "The quick", "床前"], params)
+    assert ["".join(t) for t in texts] == [s.text for s in want]
+
+
+@pytest.fixture
+def prefills(engine):
+    """The (rows, length) of every prefill forward pass of the model while the test runs."""
+    seen = []
+
+    def record(_, args):
+        if args[0].shape[1] > 1:
+            seen.append(tuple(args[0].shape))
+
+    handle = engine.model.register_forward_pre_hook(record)
+    yield seen
+    handle.remove()
+
+
+def test_n_choices_share_one_prefill(engine, roomy, prefills):
+    client = openai.OpenAI(base_url=roomy.url + "/v1", api_key="unused", max_retries=0)
+    prompt = "To be, or not to be"
+    r = client.completions.create(model="tiny", prompt=prompt, n=3, max_tokens=8, seed=7)
+    n_prompt = len(engine.tokenizer.encode(prompt))
+    assert prefills == [(1, n_prompt)]
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    want = [engine.generate([prompt], SamplingParams(max_new_tokens=8, seed=7 + i))[0] for i in range(3)]
+    assert [c.text for c in r.choices] == [s.text for s in want]  # choice i is seeded with seed + i
+    assert r.usage.prompt_tokens == n_prompt
+    assert r.usage.completion_tokens == sum(len(s.token_ids) for s in want)
+
+
+def test_n_choices_greedy_equal_and_sampled_reproducible_but_different(roomy):
+    client = openai.OpenAI(base_url=roomy.url + "/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": "Hello"}]
+    args = dict(model="tiny", messages=messages, n=2, max_tokens=12, extra_body={"ignore_eos": True})
+    greedy = client.chat.completions.create(temperature=0, **args)
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
+    sampled = [client.chat.completions.create(temperature=1, seed=3, **args) for _ in range(2)]
+    texts = [[c.message.content for c in r.choices] for r in sampled]
+    assert texts[0] == texts[1] and texts[0][0] != texts[0][1]
+    chunks = list(client.chat.completions.create(temperature=1, seed=3, stream=True, **args))
+    streamed = ["", ""]
+    for chunk in chunks:
+        for c in chunk.choices:
+            streamed[c.index] += c.delta.content or ""
+    assert streamed == texts[0]
+    ends = [c for chunk in chunks for c in chunk.choices if c.finish_reason]
+    assert sorted(c.index for c in ends) == [0, 1] and {c.finish_reason for c in ends} == {"length"}
+
+
+def test_openapi_declares_request_and_response_bodies(roomy):
+    api = httpx.get(roomy.url + "/openapi.json", timeout=30).json()
+    schemas = api["components"]["schemas"]
+    for path, request, reply in [
+        ("/v1/chat/completions", "ChatRequest", "ChatCompletion"),
+        ("/v1/completions", "CompletionRequest", "Completion"),
+    ]:
+        op = api["paths"][path]["post"]
+        body = op["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{request}"} and op["requestBody"]["required"]
+        assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(reply)
+        assert "422" not in op["responses"] and "Retry-After" in op["responses"]["429"]["headers"]
+    assert {"messages", "n", "temperature", "top_k", "max_completion_tokens"} <= set(
+        schemas["ChatRequest"]["properties"]
+    )
+    assert {"prompt", "n", "logprobs", "echo"} <= set(schemas["CompletionRequest"]["properties"])
+    assert schemas["ChatRequest"]["required"] == ["model", "messages"]
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(roomy):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    schema = schemathesis.openapi.from_url(roomy.url + "/openapi.json")
+    for path in ("/v1/completions", "/v1/chat/completions"):
+
+        @given(case=schema[path]["POST"].as_strategy(), ours=st.booleans())
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def check(case, ours):
+            if ours and isinstance(case.body, dict):
+                case.body["model"] = "tiny"  # half the cases reach the model
+            response = case.call(timeout=60)
+            case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+
+        check()

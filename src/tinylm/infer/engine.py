@@ -204,19 +204,27 @@ class Batch:
 
     @torch.inference_mode()
     def add(self, seqs: list[Sequence]) -> list[tuple[Sequence, str]]:
-        """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join."""
+        """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join.
+
+        Repeated prompts (a request's n choices, a GRPO group) are prefilled once and their cache rows copied.
+        """
         model = self.engine.model
         device = model.device
-        n = max(len(s.prompt_ids) for s in seqs)
-        ids = torch.zeros(len(seqs), n, dtype=torch.long, device=device)
-        mask = torch.zeros(len(seqs), n, dtype=torch.long, device=device)
-        for i, s in enumerate(seqs):
-            ids[i, n - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
-            mask[i, n - len(s.prompt_ids) :] = 1
+        first: dict[tuple[int, ...], int] = {}
+        rows = [first.setdefault(tuple(s.prompt_ids), len(first)) for s in seqs]
+        n = max(map(len, first))
+        ids = torch.zeros(len(first), n, dtype=torch.long, device=device)
+        mask = torch.zeros(len(first), n, dtype=torch.long, device=device)
+        for i, prompt in enumerate(first):
+            ids[i, n - len(prompt) :] = torch.tensor(prompt)
+            mask[i, n - len(prompt) :] = 1
         # Room for the next tokens; the cache grows as needed, so a long max_new_tokens costs no memory up front.
         room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs + self.seqs))
-        cache = model.new_cache(len(seqs), n + room)
+        cache = model.new_cache(len(first), n + room)
         logits = model(ids, attention_mask=mask, cache=cache, keep=1)[:, -1]
+        if len(first) < len(seqs):
+            cache.keep(rows)
+            logits = logits[rows]
         if self.cache is None:
             self.cache = cache
         else:
@@ -268,6 +276,7 @@ class Batch:
         self._drop_finished()
         return [(seq, delta)]
 
+    @torch.inference_mode()  # dropping its row moves others within the cache's (inference) tensors
     def cancel(self, seq: Sequence) -> None:
         """End `seq` now (its client went away), freeing its row if it has one."""
         if not seq.finished:
@@ -312,11 +321,15 @@ class Batch:
         return delta
 
     def _drop_finished(self) -> None:
-        keep = [i for i, s in enumerate(self.seqs) if not s.finished]
-        if len(keep) == len(self.seqs):
+        """Fill each finished row among the first `len(live)` with a live row from beyond them, so the cache
+        moves only those rows (`KVCache.keep`); the order of `self.seqs` follows."""
+        live = [i for i, s in enumerate(self.seqs) if not s.finished]
+        if len(live) == len(self.seqs):
             return
+        if not live:
+            self.seqs, self.cache = [], None
+            return
+        movers = [i for i in live if i >= len(live)]
+        keep = [i if not self.seqs[i].finished else movers.pop() for i in range(len(live))]
         self.seqs = [self.seqs[i] for i in keep]
-        if keep:
-            self.cache.keep(keep)
-        else:
-            self.cache = None
+        self.cache.keep(keep)

@@ -1,8 +1,10 @@
 """`tinylm serve`: an OpenAI-compatible HTTP server (FastAPI + uvicorn) and a web chat page at `/`.
 
-Handlers only translate: they validate the request (`protocol`), hand a `Sequence` to the `Scheduler`
-(which batches all requests on one decode thread), and stream its text back as server-sent events or
-collect it into one JSON response.
+Handlers only translate: they take the request as validated by FastAPI against `protocol`'s models (which
+`/openapi.json` therefore describes), hand its n `Sequence`s to the `Scheduler` (which batches all requests
+on one decode thread), and stream their text back as server-sent events or collect it into one JSON response.
+The /v1 routes check the API key and read the body within its size limit before FastAPI parses it, and every
+error keeps OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import contextlib
 import json
 import secrets
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from ..errors import TinyLMError
@@ -27,13 +31,16 @@ from ..infer.sampling import SamplingParams
 from ..infer.speculative import make_speculator
 from .protocol import (
     APIError,
+    ChatCompletion,
     ChatRequest,
+    Completion,
     CompletionRequest,
+    ErrorResponse,
     chat_logprobs,
     completion_logprobs,
     envelope,
+    invalid,
     new_id,
-    parse,
     usage,
 )
 from .scheduler import Job, QueueFull, Scheduler
@@ -41,22 +48,42 @@ from .scheduler import Job, QueueFull, Scheduler
 STATIC = Path(__file__).parent / "static"
 
 
+def responses(reply: type) -> dict[int | str, dict[str, Any]]:
+    """What a generating route answers, for /openapi.json: `reply` as JSON, or server-sent events of its
+    chunks when the request streams; every error in OpenAI's shape."""
+    errors = {
+        400: "the request is invalid (the message names the field)",
+        401: "the API key is missing or wrong",
+        404: "the model does not exist",
+        413: "the request body is too large",
+        429: "the queue is full; retry after Retry-After seconds",
+        500: "generation failed",
+    }
+    out: dict[int | str, dict[str, Any]] = {
+        200: {"model": reply, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    }
+    out.update({status: {"model": ErrorResponse, "description": why} for status, why in errors.items()})
+    out[429]["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
+    return out
+
+
 def create_app(
     engine: Engine,
     model_name: str,
     api_key: str | None = None,
-    max_batch: int = 8,
-    max_queue: int = 32,
+    max_batch: int = 32,
+    max_queue: int = 512,
     max_body_bytes: int = 1_000_000,
     threads: int | None = None,
     sampling: SamplingParams | None = None,
+    max_prefill_tokens: int = 512,
 ) -> FastAPI:
     """The server application; its decode thread runs while the app's lifespan does.
 
     `sampling` holds the defaults for every sampling field a request omits (`SamplingParams()` if None).
     """
     defaults = sampling or SamplingParams()
-    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, threads=threads)
+    scheduler = Scheduler(engine, max_batch, max_queue, threads, max_prefill_tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -71,10 +98,27 @@ def create_app(
     app = FastAPI(title="tinylm", description=about, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its 422 responses: validation errors are 400s here (`responses`)."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        headers = {**e.headers, "WWW-Authenticate": "Bearer"} if e.status == 401 else e.headers
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        return await _api_error(request, invalid(list(e.errors())))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
@@ -97,8 +141,9 @@ def create_app(
                 code="invalid_api_key",
             )
 
-    async def read_json(request: Request) -> Any:
-        authorize(request)
+    async def json_request(request: Request) -> Request:
+        """The request with its body read within the size limit and checked to be a JSON object; FastAPI
+        then parses it as JSON whatever Content-Type the client sent (as OpenAI's API does)."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
             raise APIError(413, f"request body of {declared} bytes exceeds the limit of {max_body_bytes}")
@@ -108,9 +153,37 @@ def create_app(
             if len(body) > max_body_bytes:
                 raise APIError(413, f"request body exceeds the limit of {max_body_bytes} bytes")
         try:
-            return json.loads(body)
+            data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"request body is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}")
+        headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+        request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+        replayed = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:  # later calls are is_disconnected()'s
+                return await request.receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return Request(request.scope, receive)
+
+    class GuardedRoute(APIRoute):
+        """A /v1 route: the API key is checked, then a POST's body read, before FastAPI validates it."""
+
+        def get_route_handler(self) -> Callable:
+            handle = super().get_route_handler()
+
+            async def guarded(request: Request):
+                authorize(request)
+                return await handle(await json_request(request) if request.method == "POST" else request)
+
+            return guarded
+
+    v1 = APIRouter(route_class=GuardedRoute)
 
     def check_model(name: str) -> None:
         if name != model_name:
@@ -127,7 +200,12 @@ def create_app(
         max_tokens: int | None,
         top_logprobs: int | None,
     ) -> Job:
-        """Queue the request's sequence; an omitted `max_tokens` is the default shrunk to fit the context."""
+        """Queue the request's n sequences (choice i seeded with seed + i); an omitted `max_tokens` is the
+        default shrunk to fit the context."""
+        if req.n > max_batch:
+            raise APIError(
+                400, f"n must be at most {max_batch} (the server's max_batch), got {req.n}", param="n"
+            )
         ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
         if max_tokens is None:
             max_tokens = max(1, min(defaults.max_new_tokens, engine.context - len(ids)))
@@ -139,16 +217,21 @@ def create_app(
                 param="max_tokens",
                 code="context_length_exceeded",
             )
+        params = req.sampling(defaults, max_tokens, top_logprobs)
+        seeds = [None if params.seed is None else params.seed + i for i in range(req.n)]
         try:
-            seq = engine.sequence(ids, req.sampling(defaults, max_tokens, top_logprobs))
+            seqs = [engine.sequence(ids, replace(params, seed=seed)) for seed in seeds]
         except TinyLMError as e:
             raise APIError(400, str(e)) from None
         try:
-            return scheduler.submit(seq)
+            return scheduler.submit(seqs)
         except QueueFull as e:
-            raise APIError(429, str(e), type="rate_limit_exceeded", code="queue_full") from None
+            retry = {"Retry-After": str(e.retry_after)}
+            raise APIError(
+                429, str(e), type="rate_limit_exceeded", code="queue_full", headers=retry
+            ) from None
 
-    async def finish(job: Job, request: Request) -> Sequence:
+    async def finish(job: Job, request: Request) -> list[Sequence]:
         """Wait for the whole reply; cancel it if the client hangs up first."""
         drain = asyncio.ensure_future(_drain(job))
         try:
@@ -162,7 +245,7 @@ def create_app(
                 scheduler.cancel(job)
         if job.error:
             raise APIError(500, f"generation failed: {job.error}", type="server_error")
-        return job.seq
+        return job.seqs
 
     def sse(job: Job, chunks: AsyncIterator[dict]) -> StreamingResponse:
         async def events() -> AsyncIterator[str]:
@@ -183,9 +266,8 @@ def create_app(
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, **scheduler.counts}
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
-        authorize(request)
+    @v1.get("/v1/models")
+    async def models() -> dict[str, Any]:
         card = {
             "id": model_name,
             "object": "model",
@@ -200,15 +282,14 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        """OpenAI's legacy completions: continue `prompt` (text or token ids).
+    @v1.post("/v1/completions", responses=responses(Completion))
+    async def completions(request: Request, req: CompletionRequest):
+        """OpenAI's legacy completions: continue `prompt` (text or token ids), n times.
 
         Omitted sampling fields take the server's defaults (listed in the API description); an omitted
         max_tokens is the default max_new_tokens shrunk to the room the prompt leaves in the context,
         not OpenAI's 16.
         """
-        req = parse(CompletionRequest, await read_json(request))
         check_model(req.model)
         if req.echo:
             raise APIError(400, "echo is not supported", param="echo")
@@ -226,44 +307,38 @@ def create_app(
         job = start(prompt, req, req.max_tokens, req.logprobs or 0)
         rid, tok = new_id("cmpl"), engine.tokenizer
 
-        def choice(seq: Sequence, text: str, start: int, end: int, reason: str | None) -> dict:
+        def choice(i: int, text: str, start: int, end: int, reason: str | None) -> dict:
+            seq = job.seqs[i]
             lp = completion_logprobs(seq, tok, start, end) if req.logprobs is not None else None
-            return {"index": 0, "text": text, "logprobs": lp, "finish_reason": reason}
+            return {"index": i, "text": text, "logprobs": lp, "finish_reason": reason}
 
         if not req.stream:
-            seq = await finish(job, request)
-            body = envelope(
-                "text_completion",
-                rid,
-                model_name,
-                [choice(seq, seq.text, 0, len(seq.token_ids), seq.finish_reason)],
-                usage=usage(seq),
-            )
-            return JSONResponse(body)
+            seqs = await finish(job, request)
+            choices = [choice(i, s.text, 0, len(s.token_ids), s.finish_reason) for i, s in enumerate(seqs)]
+            return JSONResponse(envelope("text_completion", rid, model_name, choices, usage=usage(seqs)))
 
         async def chunks() -> AsyncIterator[dict]:
-            sent = 0
-            async for delta in _with_end(job):
-                seq, end = job.seq, len(job.seq.token_ids)  # the decode thread may append meanwhile
+            sent = [0] * len(job.seqs)
+            async for i, delta in job.deltas():
+                seq, end = job.seqs[i], len(job.seqs[i].token_ids)  # the decode thread may append meanwhile
                 reason = seq.finish_reason if delta is None else None
                 yield envelope(
-                    "text_completion", rid, model_name, [choice(seq, delta or "", sent, end, reason)]
+                    "text_completion", rid, model_name, [choice(i, delta or "", sent[i], end, reason)]
                 )
-                sent = end
+                sent[i] = end
             if req.include_usage and not job.error:
-                yield envelope("text_completion", rid, model_name, [], usage=usage(job.seq))
+                yield envelope("text_completion", rid, model_name, [], usage=usage(job.seqs))
 
         return sse(job, chunks())
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        """OpenAI's chat completions: the assistant's reply to `messages`, through the model's chat template.
+    @v1.post("/v1/chat/completions", responses=responses(ChatCompletion))
+    async def chat_completions(request: Request, req: ChatRequest):
+        """OpenAI's chat completions: n replies of the assistant to `messages`, through the model's chat template.
 
         Omitted sampling fields take the server's defaults (listed in the API description); an omitted
         max_completion_tokens / max_tokens is the default max_new_tokens shrunk to the room the prompt
         leaves in the context.
         """
-        req = parse(ChatRequest, await read_json(request))
         check_model(req.model)
         try:
             prompt = engine.chat_prompt([m.plain() for m in req.messages])
@@ -277,40 +352,40 @@ def create_app(
             return chat_logprobs(seq, tok, start, end) if req.logprobs else None
 
         if not req.stream:
-            seq = await finish(job, request)
-            message = {"role": "assistant", "content": seq.text}
-            choice = {
-                "index": 0,
-                "message": message,
-                "logprobs": logprobs(seq, 0, len(seq.token_ids)),
-                "finish_reason": seq.finish_reason,
-            }
-            return JSONResponse(envelope("chat.completion", rid, model_name, [choice], usage=usage(seq)))
+            seqs = await finish(job, request)
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": s.text},
+                    "logprobs": logprobs(s, 0, len(s.token_ids)),
+                    "finish_reason": s.finish_reason,
+                }
+                for i, s in enumerate(seqs)
+            ]
+            return JSONResponse(envelope("chat.completion", rid, model_name, choices, usage=usage(seqs)))
 
         async def chunks() -> AsyncIterator[dict]:
-            first = {
-                "index": 0,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-            yield envelope("chat.completion.chunk", rid, model_name, [first])
-            sent = 0
-            async for delta in _with_end(job):
-                seq, end = job.seq, len(job.seq.token_ids)  # the decode thread may append meanwhile
+            for i in range(len(job.seqs)):
+                first = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None}  # fmt: skip
+                yield envelope("chat.completion.chunk", rid, model_name, [first])
+            sent = [0] * len(job.seqs)
+            async for i, delta in job.deltas():
+                seq, end = job.seqs[i], len(job.seqs[i].token_ids)  # the decode thread may append meanwhile
                 choice = {
-                    "index": 0,
+                    "index": i,
                     "delta": {"content": delta} if delta else {},
-                    "logprobs": logprobs(seq, sent, end),
+                    "logprobs": logprobs(seq, sent[i], end),
                     "finish_reason": seq.finish_reason if delta is None else None,
                 }
-                sent = end
+                sent[i] = end
                 yield envelope("chat.completion.chunk", rid, model_name, [choice])
             if req.include_usage and not job.error:
-                yield envelope("chat.completion.chunk", rid, model_name, [], usage=usage(job.seq))
+                yield envelope("chat.completion.chunk", rid, model_name, [], usage=usage(job.seqs))
 
         return sse(job, chunks())
 
+    app.include_router(v1)
     return app
 
 
@@ -319,22 +394,14 @@ async def _drain(job: Job) -> None:
         pass
 
 
-async def _with_end(job: Job) -> AsyncIterator[str | None]:
-    """The job's text pieces, then one None once it has finished (the chunk that carries finish_reason)."""
-    async for delta in job.deltas():
-        yield delta
-    if not job.error:
-        yield None
-
-
 def serve(
     model: Path,
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
     model_name: str | None = None,
-    max_batch: int = 8,
-    max_queue: int = 32,
+    max_batch: int = 32,
+    max_queue: int = 512,
     max_body_bytes: int = 1_000_000,
     device: str = "cpu",
     quantize: Literal["none", "int4"] = "none",
@@ -343,11 +410,13 @@ def serve(
     speculative: Literal["none", "lookup", "draft"] = "none",
     draft_model: Path | None = None,
     draft_tokens: int = 4,
+    max_prefill_tokens: int = 512,
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API, with a chat page at `/`.
 
     A request's sampling fields override the server's `--sampling` defaults one by one; an omitted
     max_tokens means `--sampling.max_new_tokens`, shrunk to the room the prompt leaves in the context.
+    A request's `n` choices share one prefill of its prompt. `/openapi.json` describes every request body.
 
     Args:
         model: Checkpoint directory (model weights, config and tokenizer files).
@@ -355,8 +424,10 @@ def serve(
         port: TCP port.
         api_key: If set, every /v1 request must send `Authorization: Bearer <api_key>`.
         model_name: The model id clients must ask for; defaults to the checkpoint directory's name.
-        max_batch: Most requests decoded together in one batch.
-        max_queue: Most requests waiting for a batch slot; beyond that the server answers 429.
+        max_batch: Most sequences decoded together in one batch (a request with n choices takes n); the KV
+            cache grows with the requests, so a large batch of short requests costs little memory.
+        max_queue: Most requests waiting for a batch slot; beyond that the server answers 429 with a
+            Retry-After header (seconds, from the queue length and the recent rate of finished requests).
         max_body_bytes: Largest accepted request body; larger ones get 413.
         device: Torch device to run on (cpu, cuda).
         quantize: "int4" stores the Transformer blocks' weights as 4-bit integers for several times faster
@@ -368,13 +439,19 @@ def serve(
             (and greedy text) stays that of plain decoding.
         draft_model: Checkpoint directory of a small model on the same tokenizer, for `--speculative draft`.
         draft_tokens: Most tokens drafted per step.
+        max_prefill_tokens: Most prompt tokens (padding included) prefilled between two decode steps, so
+            admitting a crowd of new requests delays the running streams' next token only that much; one
+            longer prompt is still prefilled alone.
     """
     import uvicorn
 
     if not Path(model).is_dir():
         raise TinyLMError(f"--model {model} is not a checkpoint directory")
-    if max_batch < 1 or max_queue < 0:
-        raise TinyLMError(f"need max_batch >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
+    if max_batch < 1 or max_queue < 0 or max_prefill_tokens < 1:
+        raise TinyLMError(
+            f"need max_batch >= 1, max_queue >= 0 and max_prefill_tokens >= 1, "
+            f"got {max_batch}, {max_queue} and {max_prefill_tokens}"
+        )
     engine = Engine.load(model, device, max_batch, quantize)
     engine.speculator = make_speculator(
         speculative, draft_model, draft_tokens, engine.model, engine.tokenizer, quantize
@@ -382,6 +459,8 @@ def serve(
     if engine.quantization:
         print(f"tinylm: {engine.quantization}", file=sys.stderr)
     name = model_name or Path(model).resolve().name
-    app = create_app(engine, name, api_key, max_batch, max_queue, max_body_bytes, threads, sampling)
+    app = create_app(
+        engine, name, api_key, max_batch, max_queue, max_body_bytes, threads, sampling, max_prefill_tokens
+    )
     print(f"tinylm: serving {name!r} on http://{host}:{port} (chat page at /, API at /v1)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

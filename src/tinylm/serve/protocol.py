@@ -11,7 +11,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import TinyLMError
 from ..infer.engine import Sequence
@@ -28,9 +28,11 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -55,7 +57,7 @@ class _Request(BaseModel):
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    n: int = 1
+    n: int = Field(1, ge=1, description="Choices to generate; they share one prefill of the prompt.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
@@ -84,8 +86,6 @@ class _Request(BaseModel):
     ) -> SamplingParams:
         """The server's `defaults` with every field this request sets replaced by the request's value
         (`top_logprobs` None keeps the default)."""
-        if self.n != 1:
-            raise APIError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
         given = {k: getattr(self, k) for k in SAME_NAMES if getattr(self, k) is not None}
         if self.stop is not None:
             given["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -124,24 +124,22 @@ class ChatRequest(_Request):
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
-def parse(cls: type[_Request], data: Any) -> _Request:
-    """Validate a decoded JSON body, turning the first problem into a 400 that names the field."""
-    if not isinstance(data, dict):
-        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}")
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise APIError(400, f"{where}: {err['msg']}", param=where) from None
+def invalid(errors: list[dict[str, Any]]) -> APIError:
+    """The 400 for a request body the models reject, naming the field of the first problem (FastAPI's error
+    locations start with "body", which is not part of the field's name)."""
+    err = errors[0]
+    loc = err["loc"][1:] if err["loc"][:1] == ("body",) else err["loc"]
+    where = ".".join(str(p) for p in loc)
+    return APIError(400, f"{where}: {err['msg']}" if where else err["msg"], param=where or None)
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(seq: Sequence) -> dict[str, int]:
-    n_in, n_out = len(seq.prompt_ids), len(seq.token_ids)
+def usage(seqs: list[Sequence]) -> dict[str, int]:
+    """Token counts of one request's choices: they share the prompt, which counts once."""
+    n_in, n_out = len(seqs[0].prompt_ids), sum(len(s.token_ids) for s in seqs)
     return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
 
 
@@ -184,3 +182,61 @@ def envelope(kind: str, rid: str, model: str, choices: list[dict], **extra: Any)
         "choices": choices,
         **extra,
     }
+
+
+# Response bodies, for /openapi.json (handlers build plain dicts in exactly these shapes).
+FinishReason = Literal["stop", "length", "cancelled"] | None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None
+    finish_reason: FinishReason
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

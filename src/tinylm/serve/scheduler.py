@@ -1,7 +1,8 @@
 """One decode thread that serves every request, batching them together (continuous batching).
 
-Requests wait in a bounded queue. Between two decode steps the thread admits waiting requests (prefilled
-together, then merged into the running batch), drops cancelled ones, and runs one step for all the rest.
+Requests wait in a bounded queue. Between two decode steps the thread drops cancelled requests and admits
+waiting ones (prefilled together, then merged into the running batch); then one step gives every running
+sequence its next token.
 Text reaches each request's asyncio queue through its event loop, so HTTP handlers stay non-blocking.
 
 The decode thread uses all cores but one for torch by default: the HTTP event loop and its clients need a
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,38 +30,59 @@ log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
-    """Every batch slot and queue place is taken; the client should retry later."""
+    """Every batch slot and queue place is taken; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(eq=False)
 class Job:
-    """A sequence being served, and the channel its text travels back on (None marks the end)."""
+    """A request's sequences (its n choices, prefilled once) and the channel their text travels back on.
 
-    seq: Sequence
+    The channel carries `(choice index, text)`, `(choice index, None)` when that choice has finished, and a
+    final None when the whole job is over (finished, cancelled or failed).
+    """
+
+    seqs: list[Sequence]
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     error: str | None = None
 
-    def _send(self, item: str | None) -> None:
+    def _send(self, item: tuple[int, str | None] | None) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
-    async def deltas(self) -> AsyncIterator[str]:
-        """The text pieces as they are produced, until the sequence ends."""
+    async def deltas(self) -> AsyncIterator[tuple[int, str | None]]:
+        """(index, text piece) as they are produced and (index, None) as each choice ends, until the job ends."""
         while (item := await self.queue.get()) is not None:
             yield item
 
 
 class Scheduler:
-    """Owns the decode thread. `submit` enqueues, `cancel` frees a slot as soon as the step ends."""
+    """Owns the decode thread. `submit` enqueues, `cancel` frees a slot as soon as the step ends.
+
+    Waiting jobs are admitted in arrival order, as many per step as free rows and `max_prefill_tokens`
+    (prompt tokens prefilled per step, padding included) allow; every step then gives each running
+    sequence one token, so a stream waits at most one capped prefill between two of its tokens.
+    """
 
     def __init__(
-        self, engine: Engine, max_batch: int = 8, max_queue: int = 32, threads: int | None = None
+        self,
+        engine: Engine,
+        max_batch: int,
+        max_queue: int,
+        threads: int | None,
+        max_prefill_tokens: int,
     ) -> None:
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
+        self.max_prefill_tokens = max_prefill_tokens
         self.threads = threads or max(1, (os.cpu_count() or 1) - 1)
         self._waiting: deque[Job] = deque()
         self._cancelled: set[Job] = set()
-        self._requests: dict[int, Job] = {}
+        self._jobs: dict[int, tuple[Job, int]] = {}  # id(seq) -> (its job, its choice index)
+        self._live = 0  # jobs submitted and not yet over
+        self._finished: deque[float] = deque(maxlen=64)  # when the last jobs finished, for Retry-After
         self._cond = threading.Condition()
         self._stopping = False
         self._batch = Batch(engine)
@@ -78,27 +102,55 @@ class Scheduler:
         """How many requests are decoding and how many wait, for /health."""
         with self._cond:
             waiting = len(self._waiting)
-            return {"running": len(self._requests) - waiting, "waiting": waiting}
+            return {"running": self._live - waiting, "waiting": waiting}
 
-    def submit(self, seq: Sequence) -> Job:
-        """Queue `seq` for decoding; raise QueueFull when batch and queue are both full."""
-        req = Job(seq, asyncio.get_running_loop())
+    def submit(self, seqs: list[Sequence]) -> Job:
+        """Queue one request's sequences (at most `max_batch`); raise QueueFull when batch and queue are full."""
+        job = Job(seqs, asyncio.get_running_loop())
         with self._cond:
-            if len(self._requests) >= self.max_batch + self.max_queue:
+            if self._live >= self.max_batch + self.max_queue:
                 raise QueueFull(
-                    f"the server is busy: {self.max_batch} requests decoding and {self.max_queue} waiting"
+                    f"the server is busy: {self._live - len(self._waiting)} requests decoding and "
+                    f"{len(self._waiting)} waiting (max_queue={self.max_queue})",
+                    self._retry_after(),
                 )
-            self._requests[id(seq)] = req
-            self._waiting.append(req)
+            for i, seq in enumerate(seqs):
+                self._jobs[id(seq)] = (job, i)
+            self._live += 1
+            self._waiting.append(job)
             self._cond.notify()
-        return req
+        return job
 
-    def cancel(self, req: Job) -> None:
-        """Stop decoding `req` (its client left); a no-op once it has finished."""
+    def _retry_after(self) -> int:
+        """Seconds until the waiting jobs have likely been admitted: their number over the rate at which jobs
+        finished lately (one batchful per second until two have finished); at least 1."""
+        done = self._finished
+        if len(done) >= 2 and done[-1] > done[0]:
+            rate = (len(done) - 1) / (done[-1] - done[0])
+        else:
+            rate = float(self.max_batch)
+        return max(1, math.ceil(len(self._waiting) / rate))
+
+    def cancel(self, job: Job) -> None:
+        """Stop decoding `job` (its client left); a no-op once it has finished."""
         with self._cond:
-            if id(req.seq) in self._requests:
-                self._cancelled.add(req)
+            if id(job.seqs[0]) in self._jobs:
+                self._cancelled.add(job)
                 self._cond.notify()
+
+    def _admissions(self) -> list[Job]:
+        """The waiting jobs to prefill now, from the front of the queue (called holding the lock)."""
+        room = self.max_batch - len(self._batch.seqs)
+        admit: list[Job] = []
+        longest = 0
+        while self._waiting and len(self._waiting[0].seqs) <= room:
+            job = self._waiting[0]
+            longest = max(longest, len(job.seqs[0].prompt_ids))
+            if admit and (len(admit) + 1) * longest > self.max_prefill_tokens:
+                break
+            admit.append(self._waiting.popleft())
+            room -= len(job.seqs)
+        return admit
 
     def _run(self) -> None:
         torch.set_num_threads(self.threads)
@@ -109,40 +161,47 @@ class Scheduler:
                 if self._stopping:
                     return
                 cancelled, self._cancelled = self._cancelled, set()
-                self._waiting = deque(r for r in self._waiting if r not in cancelled)
-                room = self.max_batch - len(self._batch.seqs)
-                admit = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-            for req in cancelled:
-                self._batch.cancel(req.seq)
-                self._finish(req)
+                self._waiting = deque(j for j in self._waiting if j not in cancelled)
+                admit = self._admissions()
             try:
-                if admit:
-                    outputs = self._batch.add([r.seq for r in admit])
-                elif self._batch.seqs:
-                    outputs = self._batch.step()
-                else:
-                    continue
+                for job in cancelled:
+                    for seq in job.seqs:
+                        self._batch.cancel(seq)
+                    self._finish(job)
+                outputs = self._batch.add([s for job in admit for s in job.seqs]) if admit else []
+                if self._batch.seqs:
+                    outputs += self._batch.step()
             except Exception as e:  # a bug, not a user mistake: fail the batch, keep serving
                 log.exception("decode step failed")
                 self._fail(str(e) or type(e).__name__)
                 continue
+            over = []  # jobs whose last choice ended in this step (several of its choices may end together)
             for seq, delta in outputs:
-                req = self._requests[id(seq)]
+                job, i = self._jobs[id(seq)]
                 if delta:
-                    req._send(delta)
+                    job._send((i, delta))
                 if seq.finished:
-                    self._finish(req)
+                    job._send((i, None))
+                    if all(s.finished for s in job.seqs) and job not in over:
+                        over.append(job)
+            for job in over:
+                self._finish(job)
 
-    def _finish(self, req: Job) -> None:
+    def _finish(self, job: Job) -> None:
         with self._cond:
-            live = self._requests.pop(id(req.seq), None) is not None
+            live = self._jobs.pop(id(job.seqs[0]), None) is not None
+            if live:
+                for seq in job.seqs[1:]:
+                    del self._jobs[id(seq)]
+                self._live -= 1
+                self._finished.append(time.monotonic())
         if live:
-            req._send(None)
+            job._send(None)
 
     def _fail(self, message: str) -> None:
         with self._cond:
-            failed = [r for r in self._requests.values() if r not in self._waiting]
-        for req in failed:
-            req.error = message
-            self._finish(req)
+            failed = {job for job, _ in self._jobs.values() if job not in self._waiting}
+        for job in failed:
+            job.error = message
+            self._finish(job)
         self._batch = Batch(self.engine)
