@@ -50,7 +50,7 @@ class Distillation:
         """The loss of a batch of windows (x, y), with its KL and cross-entropy terms as metrics."""
         x, y = batch
         loss, kl, ce = self.terms(self.teacher_logits(x), model(x), y)
-        return loss, {"kl": float(kl), "ce": float(ce)}
+        return loss, {"kl": float(kl.detach()), "ce": float(ce.detach())}
 
     @torch.no_grad()
     def compare(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device) -> dict:

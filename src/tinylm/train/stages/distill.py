@@ -119,6 +119,7 @@ def distill(
                 "val_agreement": scores["val_agreement"],
                 "val_bpb": bits_per_byte(sums["nll"], n_bytes),
                 "teacher_val_bpb": bits_per_byte(sums["teacher_nll"], n_bytes),
+                "val_positions": sums["positions"],
             }
 
         before = whole_split(small)
@@ -143,6 +144,7 @@ def distill(
                 **{f"{k}_before": before[k] for k in student_scores},
                 **{f"{k}_after": after[k] for k in student_scores},
                 "teacher_val_bpb": before["teacher_val_bpb"],
+                "val_positions": before["val_positions"],
             }
 
         flops = model_flops_per_token(config, context) + model_flops_per_token(big.config, context) // 3
