@@ -14,8 +14,8 @@ with a draft model, one sequence at a time, and prints:
     .venv/bin/python benchmarks/speculative_decoding.py --make-draft 10 --draft runs/bench/smollm2-draft10
 
 There is no smaller SmolLM2 to draft with. A draft model only needs the target's tokenizer; the proper one
-is a small tinylm model (a few layers, same tokenizer) pretrained or distilled on the target's outputs.
---make-draft N builds a cheap stand-in first: the target's first N blocks with its final norm and LM
+is a small tinylm model (a few layers, same tokenizer) distilled from the target (`tinylm distill`,
+benchmarks/distill_draft.py). --make-draft N builds a cheap stand-in first: the target's first N blocks with its final norm and LM
 head ("layer skip", saved as a tinylm checkpoint in --draft). It agrees with the target less than a
 trained draft would, but it costs nothing to make and shows the mechanics.
 
@@ -39,7 +39,8 @@ import torch
 from tinylm.data.corpora import CORPORA
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.speculative import DraftModel, PromptLookup
-from tinylm.models import build_model, load_model, save_model
+from tinylm.models import load_model, save_model
+from tinylm.models.layer_skip import first_layers
 
 COMMAND = "python benchmarks/speculative_decoding.py " + " ".join(sys.argv[1:])
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "tinylm"
@@ -68,11 +69,7 @@ def smollm2_checkpoint(out: Path) -> Path:
 
 def layer_skip_draft(target: Path, n_layer: int, out: Path) -> Path:
     """The target's first `n_layer` blocks with its final norm and head, saved as a checkpoint in `out`."""
-    model = load_model(target)
-    draft = build_model(dataclasses.replace(model.config, n_layer=n_layer))
-    wanted = draft.state_dict()
-    draft.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
-    return save_model(draft, out, target)
+    return save_model(first_layers(load_model(target), n_layer), out, target)
 
 
 def passages(n: int) -> list[str]:

@@ -109,6 +109,10 @@ COMMANDS: dict[str, Command] = {
         "tinylm.train.stages.sft:sft",
         "Fine-tune a model on conversations (loss on assistant turns only), fully, partially, frozen or with LoRA.",
     ),
+    "distill": Command(
+        "tinylm.train.stages.distill:distill",
+        "Distill a teacher's next-token distributions into a student model (e.g. a draft for speculative decoding).",
+    ),
     "eval bpb": Command(
         "tinylm.eval.bpb:eval_bpb",
         "Score a checkpoint in bits per byte on a whole split of token shards or a corpus.",

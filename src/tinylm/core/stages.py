@@ -92,6 +92,12 @@ STAGES: dict[str, Stage] = {
         inputs={"model": "policy", "data": "prompts"},
         outputs={"preferences": ""},
     ),
+    "distill": Stage(
+        "distill",
+        RUN_SUMMARY,
+        inputs={"teacher": "model", "shards": "shards"},
+        outputs={"draft": "model"},
+    ),
     "chat": Stage(
         "chat",
         "tinylm.infer.chat:summarize",

@@ -157,21 +157,22 @@ class DraftModel:
         return Draft(out[len(ids) :], torch.stack(probs))
 
 
-def check_same_vocabulary(draft, target, path) -> None:
-    """Raise a TinyLMError naming the first difference between two tokenizers' ids."""
+def check_same_vocabulary(draft, target, path, role: str = "--draft_model", other: str = "the model") -> None:
+    """Raise a TinyLMError naming the first difference between two tokenizers' ids (`draft`'s, read from
+    `path` given as `role`, against `other`'s `target`)."""
     if draft.hash == target.hash:
         return
     for name in ("vocab_size", "eos_id", "bos_id", "pad_id", "special_ids"):
         if getattr(draft, name) != getattr(target, name):
             raise TinyLMError(
-                f"--draft_model {path} has tokenizer {name} {getattr(draft, name)!r}, the model "
-                f"{getattr(target, name)!r}: a draft model needs the model's tokenizer"
+                f"{role} {path} has tokenizer {name} {getattr(draft, name)!r}, {other} "
+                f"{getattr(target, name)!r}: it needs {other}'s tokenizer"
             )
     for i in range(target.vocab_size):
         if draft.id_to_token(i) != target.id_to_token(i):
             raise TinyLMError(
-                f"--draft_model {path} spells token {i} {draft.id_to_token(i)!r}, the model "
-                f"{target.id_to_token(i)!r}: a draft model needs the model's tokenizer"
+                f"{role} {path} spells token {i} {draft.id_to_token(i)!r}, {other} "
+                f"{target.id_to_token(i)!r}: it needs {other}'s tokenizer"
             )
 
 

@@ -151,6 +151,11 @@ def summarize_run(out: str | Path) -> str:
         parts.append(f"validation **masked-token accuracy {r['val_mlm_accuracy']:.4f}**")
     if r.get("val_loss_before") is not None:
         parts.append(f"held-out loss {r['val_loss_before']:.4f} -> {r['val_loss_after']:.4f}")
+    if r.get("val_agreement_after") is not None:
+        parts.append(
+            f"held-out KL to the teacher {r['val_kl_before']:.4f} -> {r['val_kl_after']:.4f}, agreement "
+            f"{r['val_agreement_before']:.1%} -> **{r['val_agreement_after']:.1%}**"
+        )
     for prefix, label in (
         ("heldout_", "held-out"),
         ("start_heldout_", "the starting model, same prompts and seed:"),
