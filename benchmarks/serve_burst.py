@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from decode_speed import smollm2_checkpoint
 
 from tinylm.infer import Engine
+from tinylm.interop.packaged import smollm2_checkpoint
 from tinylm.serve.app import create_app
 
 COMMAND = "python benchmarks/serve_burst.py " + " ".join(sys.argv[1:])

