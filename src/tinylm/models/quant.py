@@ -110,19 +110,23 @@ class Int4Report:
         )
 
 
-def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE) -> Int4Report:
-    """Replace the linear layers of the model's blocks by `Int4Linear`, in place.
+class Int4Quantizer:
+    """A `convert_linears` converter to `Int4Linear` that adds what it did to `self.report`.
 
-    The embedding and the LM head stay as they are: the head is usually tied to the embedding, which every
-    token reads one row of.
+    `quantize_int4` runs it over a loaded model; `load_model(..., convert=Int4Quantizer())` runs it on each
+    layer as soon as that layer's weights are read, so the full-precision blocks never exist all at once.
     """
-    report = Int4Report(0, [], 0, 0, 0.0)
 
-    def to_int4(name: str, layer: nn.Module) -> nn.Module | None:
-        if not isinstance(layer, nn.Linear) or not Int4Linear.fits(layer, group_size):
+    def __init__(self, group_size: int = GROUP_SIZE) -> None:
+        self.group_size = group_size
+        self.report = Int4Report(0, [], 0, 0, 0.0)
+
+    def __call__(self, name: str, layer: nn.Module) -> nn.Module | None:
+        report = self.report
+        if not isinstance(layer, nn.Linear) or not Int4Linear.fits(layer, self.group_size):
             report.kept.append(name)
             return None
-        weights = Int4Weights.quantize(layer.weight, group_size)
+        weights = Int4Weights.quantize(layer.weight, self.group_size)
         error = (weights.dequantize() - layer.weight.float()).abs().max().item()
         report.max_error = max(report.max_error, error)
         report.quantized += 1
@@ -131,5 +135,13 @@ def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE) -> Int4Report:
         report.int4_bytes += quantized.packed.numel() + quantized.scales_and_zeros.numel() * 2
         return quantized
 
-    convert_linears(model, to_int4)
-    return report
+
+def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE) -> Int4Report:
+    """Replace the linear layers of the model's blocks by `Int4Linear`, in place.
+
+    The embedding and the LM head stay as they are: the head is usually tied to the embedding, which every
+    token reads one row of.
+    """
+    quantizer = Int4Quantizer(group_size)
+    convert_linears(model, quantizer)
+    return quantizer.report
