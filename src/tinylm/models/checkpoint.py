@@ -11,6 +11,8 @@ Loading reads only JSON and safetensors, never pickle, so an untrusted checkpoin
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import shutil
@@ -194,34 +196,44 @@ def _load_weights(
             return f.get_tensor(stored[name]).to(device, dtype, copy=True)
 
     ours = {hf: n for n, hf in names.items()}
-    with torch.no_grad(), tqdm(total=len(expected), desc="loading", unit="tensor", disable=None) as bar:
-        for module_name in [n for n, _ in model.named_modules()]:
-            module = model.get_submodule(module_name)
-            for attr, placeholder in list(module.named_parameters(recurse=False)):
-                if id(placeholder) in shared:
-                    setattr(module, attr, shared[id(placeholder)])
-                    continue
-                name = names[canonical[id(placeholder)]]
-                param = nn.Parameter(read(name), requires_grad=placeholder.requires_grad)
-                setattr(module, attr, param)
+
+    def materialise(module_name: str) -> None:
+        """Read the module's own parameters in place of its placeholders (a tied one once)."""
+        module = model.get_submodule(module_name)
+        for attr, placeholder in list(module.named_parameters(recurse=False)):
+            param = shared.get(id(placeholder))
+            if param is None:
+                tensor = read(names[canonical[id(placeholder)]])
+                param = nn.Parameter(tensor, requires_grad=placeholder.requires_grad)
                 if occurrences[id(placeholder)] > 1:
                     shared[id(placeholder)] = param
                 bar.update()
+            setattr(module, attr, param)
+
+    def converted(module_name: str) -> None:
+        new = convert(module_name, model.get_submodule(module_name))
+        if new is not None:
+            model.set_submodule(module_name, new)
+
+    with torch.no_grad(), tqdm(total=len(expected), desc="loading", unit="tensor", disable=None) as bar:
+        for module_name in [n for n, _ in model.named_modules()]:
+            materialise(module_name)
             if module_name in linears:
-                converted = convert(module_name, module)
-                if converted is not None:
-                    model.set_submodule(module_name, converted)
+                converted(module_name)  # its fp32 weights are freed on return
+                _trim_heap()
 
 
 @contextmanager
 def _weights_on_meta() -> Iterator[None]:
-    """Modules built inside register their parameters on the meta device: shapes, no memory, no init.
+    """Modules built inside register their parameters on the meta device and skip their initialisation:
+    shapes without memory.
 
     Buffers (rotary frequencies) are computed from the config as usual, so they stay real. It is the trick
     of accelerate's `init_empty_weights`: `nn.Module.register_parameter` is patched while the block runs,
     so nothing else may build modules in another thread meanwhile (loading happens at start-up).
     """
     register = nn.Module.register_parameter
+    initialisers = {name: getattr(nn.init, name) for name in _INITIALISERS}
 
     def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         if param is not None and not param.is_meta:
@@ -229,10 +241,42 @@ def _weights_on_meta() -> Iterator[None]:
         register(module, name, param)
 
     nn.Module.register_parameter = on_meta
+    for name in _INITIALISERS:
+        setattr(nn.init, name, _skip_init)
     try:
         yield
     finally:
         nn.Module.register_parameter = register
+        for name, initialiser in initialisers.items():
+            setattr(nn.init, name, initialiser)
+
+
+_INITIALISERS = ("normal_", "uniform_", "trunc_normal_", "zeros_", "ones_", "constant_", "kaiming_uniform_")
+"""The `torch.nn.init` functions the families' constructors call. On meta tensors some of them import torch's
+Python meta kernels (sympy and 800 modules, 70 MB resident), for values that are about to be overwritten."""
+
+
+def _skip_init(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _trim_heap() -> None:
+    """Return the heap's free pages to the system (glibc's `malloc_trim`; nothing elsewhere).
+
+    Converting a layer allocates and frees several copies of its weights. glibc keeps freed blocks of that
+    size in its heap for reuse, and across layers they fragment: without this the resident set still grows
+    by more than the fp32 blocks' size while loading SmolLM2 into int4."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _tied_aliases(model: Backbone) -> list[str]:
