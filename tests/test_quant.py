@@ -87,6 +87,17 @@ def test_int8_head_keeps_the_greedy_tokens_of_the_fp32_head():
     assert (exact - approx).abs().max() < 0.05 * exact.abs().max()
 
 
+def test_int8_head_quantises_in_row_blocks_and_leaves_the_tied_table_alone(monkeypatch):
+    model = tiny_llama()
+    table = model.embed.weight.detach().clone()
+    whole = Int8Linear(table, None)  # one block of 4096 rows holds all 256
+    monkeypatch.setattr(Int8Linear, "ROWS", 100)  # three blocks, the last one short
+    report = quantize_int4(model)
+    assert torch.equal(model.embed.weight, table)  # the head's int8 copy did not write into the embedding
+    assert torch.equal(model.lm_head.q, whole.q) and torch.equal(model.lm_head.scale, whole.scale)
+    assert report.head_max_error == (whole.dequantize() - table).abs().max().item()
+
+
 def test_quantize_int4_replaces_block_linears_and_keeps_shapes_the_kernel_cannot_hold():
     torch.manual_seed(0)
     config = ModelConfig(

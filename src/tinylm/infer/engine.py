@@ -84,16 +84,18 @@ class Engine:
         decodes several times faster on a CPU; the report of what it did is kept in `self.quantization`.
         """
         from ..models import load_model
-        from ..models.quant import quantize_int4
+        from ..models.quant import Int4Quantizer
         from ..tokenizer import Tokenizer
 
         if quantize not in ("none", "int4"):
             raise TinyLMError(f"quantize must be 'none' or 'int4', got {quantize!r}")
         tokenizer = Tokenizer.load(path)
-        model = load_model(path)
-        report = quantize_int4(model) if quantize == "int4" else None
+        quantizer = Int4Quantizer() if quantize == "int4" else None
+        model = load_model(path, convert=quantizer)  # quantised block by block as it loads
+        if quantizer:
+            quantizer.finish(model)
         engine = cls(model.to(device), tokenizer, max_batch_size)
-        engine.quantization = report
+        engine.quantization = quantizer.report if quantizer else None
         return engine
 
     def _end_of_turn_id(self) -> int | None:

@@ -11,10 +11,16 @@ Loading reads only JSON and safetensors, never pickle, so an untrusted checkpoin
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import json
 import os
 import shutil
 import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +33,7 @@ from tqdm import tqdm
 from ..errors import TinyLMError
 from ..io import atomic_dir, read_json, write_json
 from .base import Backbone
+from .components.linear import blocks_by_name
 from .config import ModelConfig
 from .registry import build_model, family_of_hf, get_family
 
@@ -122,8 +129,20 @@ def _tensor_files(model_dir: Path) -> dict[str, Path]:
     raise TinyLMError(f"{model_dir} holds no {WEIGHTS} (or {WEIGHTS_INDEX})")
 
 
-def _load_weights(model: Backbone, model_dir: Path) -> None:
-    """Copy every parameter from the directory's safetensors, checking names and shapes first."""
+def _load_weights(
+    model: Backbone,
+    model_dir: Path,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    convert: Callable[[str, nn.Module], None] | None,
+) -> None:
+    """Fill the parameters of a skeleton (`_weights_on_meta`) from the directory's safetensors, checking
+    names and shapes first.
+
+    Tensors are read one at a time, each straight to `device` and `dtype`, and `convert` rewrites each block
+    in place as soon as its weights are in, so with int4 the full-precision weights of only one block exist
+    at a time.
+    """
     family = get_family(model.config.family)
     names = hf_names(model)
     expected = {names[n]: p for n, p in model.named_parameters()}
@@ -154,23 +173,118 @@ def _load_weights(model: Backbone, model_dir: Path) -> None:
             f"note: {model_dir} has no {', '.join(absent)}: freshly initialised (train them before use)",
             file=sys.stderr,
         )
-    by_file: dict[Path, list[str]] = {}
-    for name in expected:
-        if name in files:
-            by_file.setdefault(files[name], []).append(name)
+    fresh = build_model(model.config) if absent else None  # initialised as build_model would have
+    for module in model.modules():  # buffers are computed from the config, so already real
+        for attr, buffer in list(module.named_buffers(recurse=False)):
+            setattr(module, attr, buffer.to(device, dtype if buffer.is_floating_point() else None))
+    occurrences = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    canonical = {id(p): n for n, p in model.named_parameters()}  # a tied table's name is the embedding's
+    shared: dict[int, nn.Parameter] = {}  # a tied table, read once: id of its placeholder -> the real one
+    blocks = set(blocks_by_name(model)) if convert is not None else set()
+
+    def read(name: str) -> torch.Tensor:
+        """One tensor, copied to `device` and `dtype`; the file is opened for it alone, so the pages it
+        maps are released at once instead of adding up to the whole file in the resident set."""
+        if name not in files:
+            return fresh.get_parameter(ours[name]).detach().to(device, dtype)
+        path, want = files[name], tuple(expected[name].shape)
+        if not path.is_file():
+            raise TinyLMError(f"{path} is missing (named in {WEIGHTS_INDEX})")
+        with safe_open(path, framework="pt") as f:
+            shape = tuple(f.get_slice(stored[name]).get_shape())
+            if shape != want:
+                raise TinyLMError(f"{path}: tensor {name!r} has shape {shape}, the config implies {want}")
+            return f.get_tensor(stored[name]).to(device, dtype, copy=True)
+
+    ours = {hf: n for n, hf in names.items()}
+
+    def materialise(module_name: str) -> None:
+        """Read the module's own parameters in place of its placeholders (a tied one once)."""
+        module = model.get_submodule(module_name)
+        for attr, placeholder in list(module.named_parameters(recurse=False)):
+            param = shared.get(id(placeholder))
+            if param is None:
+                tensor = read(names[canonical[id(placeholder)]])
+                param = nn.Parameter(tensor, requires_grad=placeholder.requires_grad)
+                if occurrences[id(placeholder)] > 1:
+                    shared[id(placeholder)] = param
+                bar.update()
+            setattr(module, attr, param)
+
+    def converted(block_name: str) -> None:
+        convert(block_name, model.get_submodule(block_name))  # its fp32 weights are freed on return
+        _trim_heap()
+
     with torch.no_grad(), tqdm(total=len(expected), desc="loading", unit="tensor", disable=None) as bar:
-        for path, tensor_names in by_file.items():
-            if not path.is_file():
-                raise TinyLMError(f"{path} is missing (named in {WEIGHTS_INDEX})")
-            with safe_open(path, framework="pt") as f:
-                for name in tensor_names:
-                    shape, want = tuple(f.get_slice(stored[name]).get_shape()), tuple(expected[name].shape)
-                    if shape != want:
-                        raise TinyLMError(
-                            f"{path}: tensor {name!r} has shape {shape}, the config implies {want}"
-                        )
-                    expected[name].copy_(f.get_tensor(stored[name]))
-                    bar.update()
+        block = None  # the block being read: modules come depth first, so its own follow it at once
+        for module_name in [n for n, _ in model.named_modules()]:
+            if block is not None and not module_name.startswith(f"{block}."):
+                converted(block)
+                block = None
+            materialise(module_name)
+            if module_name in blocks:
+                block = module_name
+        if block is not None:
+            converted(block)
+
+
+@contextmanager
+def _weights_on_meta() -> Iterator[None]:
+    """Modules built inside register their parameters on the meta device and skip their initialisation:
+    shapes without memory.
+
+    Buffers (rotary frequencies) are computed from the config as usual, so they stay real. It is the trick
+    of accelerate's `init_empty_weights`: `nn.Module.register_parameter` is patched while the block runs,
+    so nothing else may build modules in another thread meanwhile (loading happens at start-up).
+    """
+    register = nn.Module.register_parameter
+    initialisers = {name: getattr(nn.init, name) for name in _INITIALISERS}
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    for name in _INITIALISERS:
+        setattr(nn.init, name, _skip_init)
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+        for name, initialiser in initialisers.items():
+            setattr(nn.init, name, initialiser)
+
+
+_INITIALISERS = ("normal_", "uniform_", "trunc_normal_", "zeros_", "ones_", "constant_", "kaiming_uniform_")
+"""The `torch.nn.init` functions the families' constructors call. On meta tensors some of them import torch's
+Python meta kernels (sympy and 800 modules, 70 MB resident), for values that are about to be overwritten."""
+
+
+def _skip_init(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _trim_heap() -> None:
+    """Free what a converted block left behind and return the heap's free pages to the system (glibc's
+    `malloc_trim`; nothing elsewhere).
+
+    The replaced modules sit in reference cycles, so their fp32 weights wait for the collector; and
+    converting allocates and frees several copies of a block's weights, which glibc keeps in its heap for
+    reuse, fragmenting across blocks. Without both the resident set grows by more than the fp32 blocks' size
+    while loading SmolLM2 into int4."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _tied_aliases(model: Backbone) -> list[str]:
@@ -196,13 +310,22 @@ def read_config(model_dir: str | os.PathLike) -> ModelConfig:
 
 
 def load_model(
-    model_dir: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    model_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    convert: Callable[[str, nn.Module], None] | None = None,
 ) -> Backbone:
-    """A model in eval mode from a tinylm model directory or a Hugging Face one of a supported type."""
+    """A model in eval mode from a tinylm model directory or a Hugging Face one of a supported type.
+
+    `convert(name, block)` rewrites each block in place as soon as its weights are read
+    (`quant.Int4Quantizer`), so the unconverted model never exists as a whole.
+    """
     model_dir = Path(model_dir)
-    model = build_model(read_config(model_dir))
-    _load_weights(model, model_dir)
-    return model.to(device=device, dtype=dtype).eval()
+    config = read_config(model_dir)
+    with _weights_on_meta():
+        model = build_model(config)
+    _load_weights(model, model_dir, device, dtype, convert)
+    return model.eval()
 
 
 def load_head(model_dir: str | os.PathLike, name: str, head: nn.Module) -> nn.Module:

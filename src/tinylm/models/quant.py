@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import TinyLMError
 from .components.attention import Attention
-from .components.linear import LinearLike, convert_linears
+from .components.linear import LinearLike, blocks_by_name, linears_of
 from .components.mlp import SwiGLU
 
 GROUP_SIZE = 32
@@ -52,13 +52,18 @@ class Int4Weights:
         minimum, maximum = groups.amin(-1), groups.amax(-1)
         # A constant group has range 0: any positive scale represents it exactly with q = 0.
         scale = ((maximum - minimum) / 15).clamp(min=torch.finfo(torch.float32).tiny)
-        q = ((groups - minimum[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
+        # in place after the first copy: quantising while loading holds only a few copies of one layer
+        q = (groups - minimum[..., None]).div_(scale[..., None]).round_().clamp_(0, 15).to(torch.int32)
         return cls(q.reshape(out_features, in_features), scale, minimum)
 
     def dequantize(self) -> torch.Tensor:
         out_features, in_features = self.q.shape
         groups = self.q.reshape(out_features, self.scale.shape[1], -1).float()
-        return (groups * self.scale[..., None] + self.minimum[..., None]).reshape(out_features, in_features)
+        return (
+            groups.mul_(self.scale[..., None])
+            .add_(self.minimum[..., None])
+            .reshape(out_features, in_features)
+        )
 
 
 class Int4Linear(LinearLike):
@@ -102,17 +107,34 @@ class Int8Linear(LinearLike):
 
     Torch's CPU int8 kernel is vectorised for bfloat16 activations, so the input is rounded to bfloat16."""
 
+    ROWS = 4096
+    """Rows quantised at a time: a 49152-row head in one go would hold several fp32 copies of 113 MB."""
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        w = weight.detach().float()
-        scale = (w.abs().amax(1) / 127).clamp(min=torch.finfo(torch.float32).tiny).to(torch.bfloat16)
-        self.register_buffer("q", (w / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale)
+        self.register_buffer("q", torch.empty(weight.shape, dtype=torch.int8))
+        self.register_buffer("scale", torch.empty(self.out_features, dtype=torch.bfloat16))
+        for start in range(0, self.out_features, self.ROWS):
+            w = weight.detach()[start : start + self.ROWS].to(torch.float32, copy=True)  # div_ below
+            scale = (w.abs().amax(1) / 127).clamp(min=torch.finfo(torch.float32).tiny).to(torch.bfloat16)
+            self.q[start : start + self.ROWS] = w.div_(scale.float()[:, None]).round_().clamp_(-127, 127)
+            self.scale[start : start + self.ROWS] = scale
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
     def dequantize(self) -> torch.Tensor:
         return self.q.float() * self.scale.float()[:, None]
+
+    def max_error(self, weight: torch.Tensor) -> float:
+        """Largest |dequantized - `weight`|, a block of rows at a time."""
+        return max(
+            (self.q[i : i + self.ROWS].float() * self.scale[i : i + self.ROWS].float()[:, None])
+            .sub_(weight.detach()[i : i + self.ROWS])
+            .abs_()
+            .max()
+            .item()
+            for i in range(0, self.out_features, self.ROWS)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -128,38 +150,36 @@ class Int8Linear(LinearLike):
 
 def _fuse(layers: list[nn.Linear]) -> nn.Linear:
     """One linear layer computing the outputs of `layers` (same input) side by side."""
-    fused = nn.Linear(
-        layers[0].in_features, sum(m.out_features for m in layers), bias=layers[0].bias is not None
-    )
+    bias = layers[0].bias is not None  # built on meta: no weights to allocate and initialise, only to replace
+    fused = nn.Linear(layers[0].in_features, sum(m.out_features for m in layers), bias, device="meta")
     with torch.no_grad():
-        fused.weight.copy_(torch.cat([m.weight for m in layers]))
-        if fused.bias is not None:
-            fused.bias.copy_(torch.cat([m.bias for m in layers]))
+        fused.weight = nn.Parameter(torch.cat([m.weight for m in layers]), requires_grad=False)
+        if bias:
+            fused.bias = nn.Parameter(torch.cat([m.bias for m in layers]), requires_grad=False)
     return fused
 
 
-def fuse_projections(model: nn.Module, group_size: int = GROUP_SIZE) -> int:
-    """Fuse each block's q/k/v (self-attention) and gate/up (SwiGLU) linears, where int4 can hold every part.
+def fuse_projections(block: nn.Module, group_size: int = GROUP_SIZE) -> int:
+    """Fuse the block's q/k/v (self-attention) and gate/up (SwiGLU) linears, where int4 can hold every part.
 
     Decoding one token is dominated by the fixed cost of each small matmul, so three and two layers that
     read the same input become one each. Returns how many layers were fused away."""
+    groups = []
+    if isinstance(getattr(block, "attn", None), Attention):
+        groups.append((block.attn, "qkv_proj", ("q_proj", "k_proj", "v_proj")))
+    if isinstance(getattr(block, "mlp", None), SwiGLU):
+        groups.append((block.mlp, "gate_up_proj", ("gate_proj", "up_proj")))
     removed = 0
-    for block in model.blocks:
-        groups = []
-        if isinstance(getattr(block, "attn", None), Attention):
-            groups.append((block.attn, "qkv_proj", ("q_proj", "k_proj", "v_proj")))
-        if isinstance(getattr(block, "mlp", None), SwiGLU):
-            groups.append((block.mlp, "gate_up_proj", ("gate_proj", "up_proj")))
-        for module, fused_name, names in groups:
-            parts = [getattr(module, n) for n in names]
-            if not all(type(m) is nn.Linear and Int4Linear.fits(m, group_size) for m in parts):
-                continue
-            if len({m.in_features for m in parts}) != 1 or len({m.bias is None for m in parts}) != 1:
-                continue
-            setattr(module, fused_name, _fuse(parts))
-            for n in names:
-                delattr(module, n)
-            removed += len(parts) - 1
+    for module, fused_name, names in groups:
+        parts = [getattr(module, n) for n in names]
+        if not all(type(m) is nn.Linear and Int4Linear.fits(m, group_size) for m in parts):
+            continue
+        if len({m.in_features for m in parts}) != 1 or len({m.bias is None for m in parts}) != 1:
+            continue
+        setattr(module, fused_name, _fuse(parts))
+        for n in names:
+            delattr(module, n)
+        removed += len(parts) - 1
     return removed
 
 
@@ -171,7 +191,7 @@ def quantize_head(model: nn.Module) -> tuple[int, float]:
     if not isinstance(head, nn.Linear):
         return 0, 0.0
     model.lm_head = Int8Linear(head.weight, head.bias)
-    error = (model.lm_head.dequantize() - head.weight.float()).abs().max().item()
+    error = model.lm_head.max_error(head.weight)
     return model.lm_head.q.numel() + model.lm_head.scale.numel() * 2, error
 
 
@@ -205,18 +225,38 @@ class Int4Report:
         )
 
 
-def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE) -> Int4Report:
-    """Replace the linear layers of the model's blocks by `Int4Linear` (fusing those that share an input),
-    and the LM head by an `Int8Linear`, in place. The embedding keeps its table.
-    """
-    report = Int4Report(0, [], 0, 0, 0.0, fused=fuse_projections(model, group_size))
+class Int4Quantizer:
+    """Turns blocks to int4 one at a time, adding what it did to `self.report`.
 
-    def to_int4(name: str, layer: nn.Module) -> nn.Module | None:
-        if not isinstance(layer, nn.Linear) or not Int4Linear.fits(layer, group_size):
+    Called on each block (`quantizer(name, block)`): fuses the linears that share an input, then replaces
+    every block linear the kernel can hold by `Int4Linear`. `finish(model)` then gives the LM head its int8
+    weight. `quantize_int4` runs it over a loaded model; `load_model(..., convert=Int4Quantizer())` runs it
+    on each block as soon as that block's weights are read, so the full-precision blocks never exist at once.
+    """
+
+    def __init__(self, group_size: int = GROUP_SIZE) -> None:
+        self.group_size = group_size
+        self.report = Int4Report(0, [], 0, 0, 0.0)
+
+    def __call__(self, name: str, block: nn.Module) -> None:
+        self.report.fused += fuse_projections(block, self.group_size)
+        for layer_name, layer in linears_of(block, f"{name}.").items():
+            quantized = self._to_int4(layer_name, layer)
+            if quantized is not None:
+                parent, _, attr = layer_name.removeprefix(f"{name}.").rpartition(".")
+                setattr(block.get_submodule(parent), attr, quantized)
+
+    def finish(self, model: nn.Module) -> Int4Report:
+        self.report.head_bytes, self.report.head_max_error = quantize_head(model)
+        return self.report
+
+    def _to_int4(self, name: str, layer: nn.Module) -> nn.Module | None:
+        report = self.report
+        if not isinstance(layer, nn.Linear) or not Int4Linear.fits(layer, self.group_size):
             report.kept.append(name)
             return None
-        weights = Int4Weights.quantize(layer.weight, group_size)
-        error = (weights.dequantize() - layer.weight.float()).abs().max().item()
+        weights = Int4Weights.quantize(layer.weight, self.group_size)
+        error = weights.dequantize().sub_(layer.weight).abs_().max().item()
         report.max_error = max(report.max_error, error)
         report.quantized += 1
         report.fp32_bytes += layer.weight.numel() * 4
@@ -224,6 +264,12 @@ def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE) -> Int4Report:
         report.int4_bytes += quantized.packed.numel() + quantized.scales_and_zeros.numel() * 2
         return quantized
 
-    convert_linears(model, to_int4)
-    report.head_bytes, report.head_max_error = quantize_head(model)
-    return report
+
+def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE) -> Int4Report:
+    """Replace the linear layers of the model's blocks by `Int4Linear` (fusing those that share an input),
+    and the LM head by an `Int8Linear`, in place. The embedding keeps its table.
+    """
+    quantizer = Int4Quantizer(group_size)
+    for name, block in blocks_by_name(model).items():
+        quantizer(name, block)
+    return quantizer.finish(model)

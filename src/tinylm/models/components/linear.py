@@ -17,13 +17,16 @@ class LinearLike(nn.Module):
     """A module that stands where an `nn.Linear` stood (int4 weights, a LoRA adapter): a layer of its own."""
 
 
-def block_linears(model: nn.Module) -> dict[str, nn.Module]:
-    """The linear layers of `model.blocks` by module name ("blocks.0.attn.q_proj"), in order.
-
-    Names are where the blocks live in the model: `blocks` may be a view of lists held under other names
-    (an encoder-decoder's "encoder_blocks.0.attn.q_proj", ...)."""
-    found: dict[str, nn.Module] = {}
+def blocks_by_name(model: nn.Module) -> dict[str, nn.Module]:
+    """`model.blocks` by module name, in order. Names are where the blocks live in the model: `blocks` may be
+    a view of lists held under other names (an encoder-decoder's "encoder_blocks.0", ...)."""
     where = {id(m): name for name, m in model.named_modules()}
+    return {where[id(block)]: block for block in model.blocks}
+
+
+def linears_of(module: nn.Module, prefix: str) -> dict[str, nn.Module]:
+    """The linear layers inside `module`, named `prefix` + their path in it, in order."""
+    found: dict[str, nn.Module] = {}
 
     def walk(module: nn.Module, prefix: str) -> None:
         for name, child in module.named_children():
@@ -32,8 +35,15 @@ def block_linears(model: nn.Module) -> dict[str, nn.Module]:
             else:
                 walk(child, f"{prefix}{name}.")
 
-    for block in model.blocks:
-        walk(block, where[id(block)] + ".")
+    walk(module, prefix)
+    return found
+
+
+def block_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """The linear layers of `model.blocks` by module name ("blocks.0.attn.q_proj"), in order."""
+    found: dict[str, nn.Module] = {}
+    for name, block in blocks_by_name(model).items():
+        found.update(linears_of(block, name + "."))
     return found
 
 
