@@ -203,16 +203,15 @@ PROMPTS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["q8_0", "q4_1"])
-def test_llama_cpp_generates_what_tinylm_generates(kind, smollm2_checkpoint, smollm2_q4_1, tmp_path):
+@pytest.mark.parametrize("kind", ["f32", "f16"])
+def test_llama_cpp_generates_what_tinylm_generates(kind, smollm2_checkpoint, tmp_path):
+    """With float weights llama.cpp computes what tinylm computes, so greedy tokens must agree. With q8_0 or
+    q4_1 weights it also rounds the activations to 8 bits, and greedy paths part after a few tokens
+    (benchmarks/gguf_llama_cpp.py prints how many agree)."""
     llama_cpp = pytest.importorskip(
         "llama_cpp", reason="llama-cpp-python is not installed: `pip install llama-cpp-python` to run it"
     )
-    path = (
-        smollm2_q4_1
-        if kind == "q4_1"
-        else export_gguf(str(smollm2_checkpoint), str(tmp_path / "m.gguf"), kind)
-    )
+    path = export_gguf(str(smollm2_checkpoint), str(tmp_path / "m.gguf"), kind)
     llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False)
     engine = Engine.load(smollm2_checkpoint)
     greedy = SamplingParams(max_new_tokens=32, temperature=0, ignore_eos=True)

@@ -176,7 +176,10 @@ def test_int4_and_lora_reach_encoder_and_decoder_blocks():
         before = ours(ids, mask, decoder_input_ids=dec)
         report = quantize_int4(ours)
         after = ours(ids, mask, decoder_input_ids=dec)
-    assert report.quantized == 2 * 7 + 3 * 11 and not report.kept  # q k v o + 3 MLP; decoders + cross q k v o
+    # q k v o + 3 MLP per encoder block; decoder blocks add cross-attention's q k v o. Fusion makes self-
+    # attention's q k v one layer and the gated MLP's gate and up another (never cross-attention's).
+    assert report.quantized + report.fused == 2 * 7 + 3 * 11 and not report.kept
+    assert report.fused == 5 * (2 + 1)
     cosine = torch.nn.functional.cosine_similarity(after.flatten(), before.flatten(), dim=0)
     assert not torch.equal(after, before) and cosine > 0.95  # 4-bit rounding of random weights, still close
 
