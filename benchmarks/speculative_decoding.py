@@ -90,12 +90,44 @@ def prompts(engine: Engine, n: int) -> list[str]:
     return [engine.chat_prompt([{"role": "user", "content": t}]) for t in texts]
 
 
-def run(engine: Engine, speculator, prompt: str, params: SamplingParams):
+def decode(engine: Engine, speculator, prompt: str, params: SamplingParams):
     """(sequence, tokens/s) of one greedy decode, prefill included."""
     engine.speculator = speculator
     start = time.perf_counter()
     seq = engine.generate([prompt], params)[0]
     return seq, len(seq.token_ids) / (time.perf_counter() - start)
+
+
+def compare_drafters(
+    engine: Engine, drafters: dict, texts: list[str], params: SamplingParams, k: int
+) -> None:
+    """Decode every text plainly and with each drafter, interleaved (the order flips per text, so machine
+    noise hits all alike), and print identical outputs, acceptance, median tokens/s and speed-up."""
+    width = max(24, *(len(name) for name in drafters))
+    rows = {name: {"same": 0, "drafted": 0, "accepted": 0, "tps": [], "ratio": []} for name in drafters}
+    plain_tps = []
+    decode(engine, None, texts[0], dataclasses.replace(params, max_new_tokens=4))  # warm up
+    for i, text in enumerate(texts):
+        order = [None, *drafters] if i % 2 == 0 else [*drafters, None]
+        results = {name: decode(engine, drafters.get(name), text, params) for name in order}
+        plain, tps = results[None]
+        plain_tps.append(tps)
+        for name, row in rows.items():
+            seq, spec_tps = results[name]
+            row["same"] += seq.token_ids == plain.token_ids
+            row["drafted"] += seq.drafted
+            row["accepted"] += seq.accepted
+            row["tps"].append(spec_tps)
+            row["ratio"].append(spec_tps / tps)
+    print(f"{len(texts)} prompts, greedy, {params.max_new_tokens} new tokens at most, k = {k}")
+    print(f"{'decoding':{width}s} {'identical':>9s} {'accepted':>9s} {'tokens/s':>9s} {'speed-up':>9s}")
+    print(f"{'plain':{width}s} {'':>9s} {'':>9s} {statistics.median(plain_tps):9.1f} {'1.00x':>9s}")
+    for name, row in rows.items():
+        rate = row["accepted"] / max(1, row["drafted"])
+        print(
+            f"{name:{width}s} {row['same']:>4d}/{len(texts):<4d} {rate:9.1%} "
+            f"{statistics.median(row['tps']):9.1f} {statistics.median(row['ratio']):8.2f}x"
+        )
 
 
 def main() -> None:
@@ -123,30 +155,7 @@ def main() -> None:
         drafters[f"draft {args.draft.name} ({draft.model.config.n_layer} layers)"] = draft
     params = SamplingParams(temperature=0, max_new_tokens=args.new_tokens)
     texts = prompts(engine, args.prompts)
-    rows = {name: {"same": 0, "drafted": 0, "accepted": 0, "tps": [], "ratio": []} for name in drafters}
-    plain_tps = []
-    run(engine, None, texts[0], dataclasses.replace(params, max_new_tokens=4))  # warm up
-    for i, text in enumerate(texts):
-        order = [None, *drafters] if i % 2 == 0 else [*drafters, None]
-        results = {name: run(engine, drafters.get(name), text, params) for name in order}
-        plain, tps = results[None]
-        plain_tps.append(tps)
-        for name, row in rows.items():
-            seq, spec_tps = results[name]
-            row["same"] += seq.token_ids == plain.token_ids
-            row["drafted"] += seq.drafted
-            row["accepted"] += seq.accepted
-            row["tps"].append(spec_tps)
-            row["ratio"].append(spec_tps / tps)
-    print(f"{len(texts)} prompts, greedy, {args.new_tokens} new tokens at most, k = {args.draft_tokens}")
-    print(f"{'decoding':40s} {'identical':>9s} {'accepted':>9s} {'tokens/s':>9s} {'speed-up':>9s}")
-    print(f"{'plain':40s} {'':>9s} {'':>9s} {statistics.median(plain_tps):9.1f} {'1.00x':>9s}")
-    for name, row in rows.items():
-        rate = row["accepted"] / max(1, row["drafted"])
-        print(
-            f"{name:40s} {row['same']:>4d}/{len(texts):<4d} {rate:9.1%} "
-            f"{statistics.median(row['tps']):9.1f} {statistics.median(row['ratio']):8.2f}x"
-        )
+    compare_drafters(engine, drafters, texts, params, args.draft_tokens)
 
 
 if __name__ == "__main__":
