@@ -18,7 +18,7 @@ from tinylm.models import load_model
 from tinylm.train.checkpointing import checkpoint_dirs
 
 HERE = Path(__file__).parent
-STAGES = ("pretrain", "sft", "lora", "reward", "dpo", "ppo", "grpo")
+STAGES = ("pretrain", "sft", "lora", "reward", "dpo", "ppo", "grpo", "distill")
 
 
 @pytest.fixture(scope="module")

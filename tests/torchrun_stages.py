@@ -17,6 +17,7 @@ from tinylm.models import ModelConfig
 from tinylm.train import TrainConfig
 from tinylm.train.rl.grpo import GRPOConfig
 from tinylm.train.rl.ppo import PPOConfig
+from tinylm.train.stages.distill import distill
 from tinylm.train.stages.dpo import dpo
 from tinylm.train.stages.grpo import grpo
 from tinylm.train.stages.ppo import ppo
@@ -24,7 +25,7 @@ from tinylm.train.stages.pretrain import pretrain
 from tinylm.train.stages.reward import reward_train
 from tinylm.train.stages.sft import sft
 
-STAGES = ("pretrain", "sft", "lora", "reward", "dpo", "ppo", "grpo")
+STAGES = ("pretrain", "sft", "lora", "reward", "dpo", "ppo", "grpo", "distill")
 
 
 def main(inputs: Path, out: Path, mode: str) -> None:
@@ -45,6 +46,8 @@ def main(inputs: Path, out: Path, mode: str) -> None:
         reward="poem", ppo=PPOConfig(**rl, target_kl=1.0), train=train)  # fmt: skip
     grpo(str(inputs / "arith"), policy, str(out / "grpo"), reward="arithmetic",
          grpo=GRPOConfig(**rl, group_size=2), train=train)  # fmt: skip
+    distill(policy, str(inputs / "shards"), str(out / "distill"), from_teacher_layers=1, temperature=2.0,
+            alpha=0.5, train=train, context=32)  # fmt: skip
 
 
 if __name__ == "__main__":
