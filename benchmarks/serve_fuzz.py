@@ -24,6 +24,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from serve_burst import start_server
+from tqdm import tqdm
 
 from tinylm.infer import Engine
 from tinylm.interop.packaged import smollm2_checkpoint
@@ -45,7 +46,13 @@ def clamp(body: dict, max_tokens: int) -> None:
 
 
 def fuzz(
-    operation, mode: GenerationMode, examples: int, max_tokens: int, counts: Counter, mismatches: Counter
+    operation,
+    mode: GenerationMode,
+    examples: int,
+    max_tokens: int,
+    counts: Counter,
+    mismatches: Counter,
+    bar: tqdm,
 ):
     """Send `examples` generated cases to `operation`, counting statuses and failed checks (never raising)."""
     path = operation.path
@@ -57,6 +64,7 @@ def fuzz(
             clamp(case.body, max_tokens)
         response = case.call(timeout=600)
         counts["cases"] += 1
+        bar.update()
         counts[f"{path} {response.status_code}"] += 1
         counts["5xx"] += response.status_code >= 500
         try:
@@ -83,13 +91,16 @@ def main() -> None:
     counts: Counter[str] = Counter()
     mismatches: Counter[str] = Counter()
     weights = {"POST": 0.5, "GET": 0.02}  # --cases to the generating routes, a few more to the others
+    plan = []
     for method, path in ROUTES:
-        operation = schema[path][method]
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if method == "POST" else [])
-        for mode in modes:
-            examples = max(1, round(args.cases * weights[method] / len(modes)))
-
-            fuzz(operation, mode, examples, args.max_tokens, counts, mismatches)
+        plan += [(schema[path][method], mode, max(1, round(args.cases * weights[method] / len(modes))))
+                 for mode in modes]  # fmt: skip
+    # Hypothesis may stop a route early when it runs out of distinct cases, so the bar can end short.
+    with tqdm(total=sum(n for *_, n in plan), desc="cases", unit=" case") as bar:
+        for operation, mode, examples in plan:
+            bar.set_postfix_str(f"{mode.value} {operation.method.upper()} {operation.path}")
+            fuzz(operation, mode, examples, args.max_tokens, counts, mismatches, bar)
     server.should_exit = True
     print(f"cases: {counts['cases']}")
     print(f"5xx responses: {counts['5xx']}")

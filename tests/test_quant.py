@@ -10,7 +10,14 @@ from tinylm.cli import main
 from tinylm.infer import Engine, SamplingParams
 from tinylm.models import ModelConfig, build_model, load_model
 from tinylm.models.components.linear import convert_linears
-from tinylm.models.quant import Int4Linear, Int4Weights, Int8Linear, quantize_int4
+from tinylm.models.quant import (
+    DENSE_ROWS,
+    Int4Linear,
+    Int4Weights,
+    Int8Linear,
+    _unpacking_works,
+    quantize_int4,
+)
 from tinylm.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,6 +58,19 @@ def test_int4_linear_matches_a_matmul_with_the_dequantized_weight():
     # bf16 activations and scales: about 3 significant digits.
     assert layer(x).shape == (2, 5, 64)
     torch.testing.assert_close(layer(x), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_many_rows_use_the_unpacked_weight_and_agree_with_the_kernel():
+    weight, _ = q4_1_matrix(64, 96)
+    layer = Int4Linear(Int4Weights.quantize(weight), torch.randn(64))
+    assert _unpacking_works()  # else every call would take the kernel and this test would prove nothing
+    # The unpacked integers with the kernel's bf16 scales and zeros: the Q4_1 weight up to bf16 rounding.
+    torch.testing.assert_close(layer.dequantize(), weight, rtol=1e-2, atol=1e-2)
+    x = torch.randn(DENSE_ROWS + 3, 96)
+    dense = layer(x)
+    torch.testing.assert_close(dense, nn.functional.linear(x, layer.dequantize(), layer.bias))
+    one_at_a_time = torch.cat([layer(row[None]) for row in x])  # below DENSE_ROWS: the int4 kernel
+    torch.testing.assert_close(dense, one_at_a_time, rtol=2e-2, atol=2e-2)
 
 
 def tiny_llama() -> nn.Module:

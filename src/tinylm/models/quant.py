@@ -10,7 +10,10 @@ GGUF this is lossless — a group's smallest and largest weights are exactly its
 `quantize_int4` recovers the integers the file shipped, and `Int4Report.max_error` says so (0.0).
 
 Torch's CPU int4 kernel is vectorised for bfloat16 activations only, so the input of each quantized layer is
-rounded to bfloat16 and its scales and zeros are held in bfloat16; the layer's output returns in fp32.
+rounded to bfloat16 and its scales and zeros are held in bfloat16; the layer's output returns in fp32. The
+kernel reads the weights again for every input row, so a prefill of hundreds of tokens costs hundreds of
+decode steps; from `DENSE_ROWS` rows on, a layer unpacks its weight to fp32 for the one call and runs a
+dense matmul instead, which reuses each weight across rows (about twice as fast for a 256-token prompt).
 
 Two more changes make a decode step cheaper, both for decoding only: the layers that read the same input
 are fused into one matmul (q/k/v, gate/up; Q4_1 quantizes each output row on its own, so the integers stay
@@ -22,6 +25,7 @@ scale per row changes about 2% of them, as llama.cpp's Q8_0 head does.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +39,10 @@ from .components.mlp import SwiGLU
 GROUP_SIZE = 32
 """Input weights sharing one scale and zero: Q4_1's block size, and one of the kernel's sizes (32..256)."""
 _ROWS_MULTIPLE = 16  # the kernel packs output rows in tiles of 16
+DENSE_ROWS = 128
+"""Input rows from which `Int4Linear` unpacks its weight and runs a dense fp32 matmul (see the module doc);
+below it the int4 kernel is faster."""
+_PACK_TILE = 32  # output rows the CPU kernel interleaves in its packed layout (`_unpack_int4`)
 
 
 @dataclass
@@ -66,6 +74,24 @@ class Int4Weights:
         )
 
 
+def _unpack_int4(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """The integers (out, in) uint8 of torch's CPU int4 packing: per tile of 32 output rows and per input,
+    16 bytes whose low nibbles hold rows 0..15 and high nibbles rows 16..31."""
+    tiles = packed.view(out_features // _PACK_TILE, in_features, _PACK_TILE // 2)
+    q = torch.stack((tiles & 15, tiles >> 4), 2).view(out_features // _PACK_TILE, in_features, _PACK_TILE)
+    return q.transpose(1, 2).reshape(out_features, in_features)
+
+
+@functools.cache
+def _unpacking_works() -> bool:
+    """Whether this torch's packing is the layout `_unpack_int4` reads (checked once, on a random matrix)."""
+    q = torch.randint(0, 16, (2 * _PACK_TILE, 2 * GROUP_SIZE), dtype=torch.int32)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    return packed.shape == (q.shape[0], q.shape[1] // 2) and torch.equal(
+        _unpack_int4(packed, *q.shape).int(), q
+    )
+
+
 class Int4Linear(LinearLike):
     """A linear layer whose weight is packed int4 (inference only)."""
 
@@ -86,13 +112,23 @@ class Int4Linear(LinearLike):
         """Whether the kernel can hold `layer`'s shape."""
         return layer.in_features % group_size == 0 and layer.out_features % _ROWS_MULTIPLE == 0
 
+    def dequantize(self) -> torch.Tensor:
+        """The fp32 weight (out, in) the kernel computes with: (q - 8) * scale + zero, per group."""
+        q = _unpack_int4(self.packed, self.out_features, self.in_features)
+        scale, zero = self.scales_and_zeros.float().transpose(0, 1).unsqueeze(-1).unbind(-2)
+        groups = q.view(self.out_features, -1, self.group_size).float()
+        return groups.sub_(8).mul_(scale).add_(zero).view(self.out_features, self.in_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise TinyLMError("int4 weights run on the CPU only; load the model without --quantize on a GPU")
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            rows, self.packed, self.group_size, self.scales_and_zeros
-        )
+        rows = x.reshape(-1, self.in_features)
+        if len(rows) >= DENSE_ROWS and self.out_features % _PACK_TILE == 0 and _unpacking_works():
+            y = torch.nn.functional.linear(rows.float(), self.dequantize())
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                rows.to(torch.bfloat16), self.packed, self.group_size, self.scales_and_zeros
+            )
         y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
