@@ -115,10 +115,11 @@ def test_gradient_accumulation_matches_a_big_batch(tmp_path, tiny):
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
 
 
-def test_time_budget_without_steps(tmp_path, tiny):
+def test_time_budget_without_steps(tmp_path, tiny, capsys):
     result = train(tiny.model(), tiny.objective(), tiny.config(max_steps=None, max_time="0.3s"), tmp_path)
     assert result.elapsed >= 0.3 and result.step >= 1
     assert result.step == len(result.losses)
+    assert "budget=00:00/00:00" in capsys.readouterr().err  # the bar shows time used of the budget
 
 
 def test_activation_checkpointing_gives_the_same_losses(tmp_path, tiny):

@@ -388,6 +388,10 @@ def train(
                         post["mfu"] = f"{record['mfu']:.0%}"
                     if skipped:
                         post["skipped"] = skipped
+                    if max_steps is None and max_seconds:  # a time budget: the bar has no step total
+                        post["budget"] = (
+                            f"{tqdm.format_interval(elapsed)}/{tqdm.format_interval(max_seconds)}"
+                        )
                     bar.set_postfix(post, refresh=False)
 
             done = interrupted or not budget_left()
