@@ -16,6 +16,7 @@ import torch
 
 from ..errors import TinyLMError
 from ..models.base import Backbone, Cache
+from ..models.components.attention import stepwise_attention
 from ..models.registry import require_generative
 from .sampling import SamplingParams, choose_tokens, token_distribution
 from .speculative import Speculator, verify
@@ -259,7 +260,8 @@ class Batch:
             return None
         model, start, k, n = self.engine.model, self.cache.length, len(draft.tokens), len(ids)
         x = torch.tensor([[ids[-1], *draft.tokens]], device=model.device)
-        logits = model(x, attention_mask=torch.ones_like(x), cache=self.cache, keep=k + 1)[0]
+        with stepwise_attention():  # row i's logits bitwise those a one-token step would give
+            logits = model(x, attention_mask=torch.ones_like(x), cache=self.cache, keep=k + 1)[0]
         seen, generated = [], []
         if seq.params.uses_penalties:  # position i has seen the first i draft tokens
             full = torch.tensor(ids + draft.tokens, device=logits.device)

@@ -12,6 +12,11 @@ would draw it, so greedy decoding gives the same tokens; a sampled run gives dif
 run with the same seed, but from the same distribution. p and q are `token_distribution`'s: the same
 penalties, temperature and truncation plain decoding applies.
 
+The check computes attention query by query (`stepwise_attention`), as k + 1 one-token steps would: with
+int4 weights, whose matmuls round each row alike however many rows they get, its logits are then bitwise
+plain decoding's, so near-ties break the same way. Full-precision matmuls still round a k + 1-row product
+differently from a one-row one, in the last bits.
+
 Speculation cuts latency when the model's forward pass costs about the same for k + 1 tokens as for one,
 which on a CPU holds while reading the weights dominates; it pays off in proportion to how many draft
 tokens are accepted (`Sequence.drafted`, `Sequence.accepted`).

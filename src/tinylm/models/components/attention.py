@@ -8,11 +8,32 @@ and GPU. Masks are boolean, True where a query may attend to a key, shaped (B, 1
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .rope import apply_rotary
+
+_STEPWISE: ContextVar[bool] = ContextVar("stepwise_attention", default=False)
+
+
+@contextmanager
+def stepwise_attention() -> Iterator[None]:
+    """Within it, cached self-attention computes each of the T new queries as a one-token decode step would:
+    the same kernel call on the keys up to its own position (so for causal masks only, not a prefix LM's
+    prompt). SDPA rounds differently with the number of queries and keys, so without this the logits of T
+    tokens read in one pass differ in the last bits from those of T one-token steps, enough to flip greedy
+    argmaxes at near-ties; with it they are bitwise equal where the matmuls are (int4). Speculative
+    decoding's verification uses it: its greedy output must be plain decoding's."""
+    token = _STEPWISE.set(True)
+    try:
+        yield
+    finally:
+        _STEPWISE.reset(token)
 
 
 class Attention(nn.Module):
@@ -77,17 +98,36 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        y = F.scaled_dot_product_attention(
+        if _STEPWISE.get() and cache is not None and mask is not None and context is None:
+            y = self._stepwise(q, k, v, mask)
+        else:
+            y = self._attend(q, k, v, mask, causal and mask is None)
+        return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+    def _stepwise(self, q, k, v, mask) -> torch.Tensor:
+        """Each of the T new queries over the keys up to its own position, in a call of its own."""
+        past = k.shape[2] - q.shape[2]
+        rows = []
+        for i in range(q.shape[2]):
+            end = past + i + 1
+            rows.append(
+                self._attend(
+                    q[:, :, i : i + 1], k[:, :, :end], v[:, :, :end], mask[..., i : i + 1, :end], False
+                )
+            )
+        return torch.cat(rows, 2)
+
+    def _attend(self, q, k, v, mask, is_causal: bool) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=causal and mask is None,
+            is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
             enable_gqa=self.n_kv_head != self.n_head,
         )
-        return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
     def _fused_qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v from the fused projection; q and k rotate together, in one pass."""
