@@ -8,6 +8,7 @@ a time so that requests can join and leave between decode steps (continuous batc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -260,7 +261,9 @@ class Batch:
             return None
         model, start, k, n = self.engine.model, self.cache.length, len(draft.tokens), len(ids)
         x = torch.tensor([[ids[-1], *draft.tokens]], device=model.device)
-        with stepwise_attention():  # row i's logits bitwise those a one-token step would give
+        # Greedy: row i's logits bitwise those a one-token step would give, so near-ties break alike. A sampled
+        # run keeps the distribution either way, so it skips the slower query-by-query attention.
+        with stepwise_attention() if seq.params.greedy else contextlib.nullcontext():
             logits = model(x, attention_mask=torch.ones_like(x), cache=self.cache, keep=k + 1)[0]
         seen, generated = [], []
         if seq.params.uses_penalties:  # position i has seen the first i draft tokens

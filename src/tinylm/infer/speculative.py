@@ -12,7 +12,7 @@ would draw it, so greedy decoding gives the same tokens; a sampled run gives dif
 run with the same seed, but from the same distribution. p and q are `token_distribution`'s: the same
 penalties, temperature and truncation plain decoding applies.
 
-The check computes attention query by query (`stepwise_attention`), as k + 1 one-token steps would: with
+A greedy check computes attention query by query (`stepwise_attention`), as k + 1 one-token steps would: with
 int4 weights, whose matmuls round each row alike however many rows they get, its logits are then bitwise
 plain decoding's, so near-ties break the same way. Full-precision matmuls still round a k + 1-row product
 differently from a one-row one, in the last bits.
