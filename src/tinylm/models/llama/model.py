@@ -97,7 +97,8 @@ class Llama(Backbone):
             raise TinyLMError(
                 "a prefix was given to a causal model; set model.prefix_lm to train a prefix LM"
             )
-        plain = mask is None and cache is None and prefix is None
+        # Without padding, a first pass is plain causal attention, whose kernel skips the masked half.
+        plain = prefix is None and past == 0 and (mask is None or bool(mask.all()))
         sdpa_mask = None if plain else causal_mask(mask, past, T, prefix)
         x = self.embed(input_ids)
         for block in self.blocks:
