@@ -70,8 +70,10 @@ def fuzz(
         try:
             case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
         except (AssertionError, BaseExceptionGroup) as e:  # a schemathesis Failure or FailureGroup
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            mismatches[f"{mode.value} {path}: {first[:160]}"] += 1
+            for failure in getattr(e, "exceptions", [e]):
+                title = getattr(failure, "title", None) or type(failure).__name__
+                message = " ".join(str(getattr(failure, "message", failure)).split())
+                mismatches[f"{mode.value} {path}: {title}: {message[:300]}"] += 1
 
     run()
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from tinylm.errors import TinyLMError
-from tinylm.infer.sampling import SamplingParams, apply_penalties, choose_tokens, filter_logits
+from tinylm.infer.sampling import (
+    SamplingParams,
+    apply_penalties,
+    choose_tokens,
+    filter_logits,
+    token_distribution,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,11 +35,28 @@ def test_truncation_keeps_the_right_tokens():
     assert kept(SamplingParams(min_p=0.5, top_k=3)) == [0, 1]
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=1e-40),  # below fp32's range: the division would give inf and NaN
+        SamplingParams(temperature=5e-324),
+        SamplingParams(top_p=1e-300),  # rounds to 0 in fp32: the top token must still stay
+        SamplingParams(repetition_penalty=1e-300),  # a seen positive logit divided by it overflows
+    ],
+)
+def test_extreme_settings_still_give_a_distribution(params):
+    logits = torch.tensor([[2.0, 5.0, -1.0, 4.5]])
+    seen = [torch.tensor([0])]
+    probs = token_distribution(logits, [params], seen, seen)
+    assert torch.isfinite(probs).all() and float(probs.sum()) == pytest.approx(1.0)
+    assert int(probs.argmax()) == (0 if params.repetition_penalty != 1 else 1)
+
+
 def test_rows_use_their_own_settings():
     logits = LOGITS.repeat(3, 1)
     out = filter_logits(logits, [SamplingParams(top_k=1), SamplingParams(), SamplingParams(temperature=2)])
     assert torch.isfinite(out).sum(-1).tolist() == [1, 4, 4]
-    assert torch.allclose(out[2], LOGITS[0] / 2)
+    assert torch.allclose(out[2].softmax(-1), (LOGITS[0] / 2).softmax(-1))  # logits are shifted, not the law
 
 
 def test_temperature_scales_the_distribution():

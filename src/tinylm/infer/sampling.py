@@ -117,9 +117,12 @@ def apply_penalties(
 
 def filter_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
     """Scale by temperature, then mask (to -inf) tokens cut by top-k, top-p and min-p."""
-    device = logits.device
+    device, finite = logits.device, torch.finfo(logits.dtype)
     temps = torch.tensor([p.temperature or 1.0 for p in params], device=device, dtype=logits.dtype)
-    logits = logits / temps[:, None]
+    # Shifted so the top logit is 0 and the rest finite or -inf however small the temperature (or however
+    # large a penalty made a logit): the softmax never sees inf - inf.
+    logits = logits.clamp(-finite.max, finite.max)
+    logits = (logits - logits.amax(-1, keepdim=True)) / temps.clamp_min(finite.tiny)[:, None]
     top_k = torch.tensor([p.top_k or logits.shape[-1] for p in params], device=device)
     top_p = torch.tensor([p.top_p for p in params], device=device, dtype=logits.dtype)
     if bool((top_k < logits.shape[-1]).any() or (top_p < 1).any()):
@@ -129,6 +132,7 @@ def filter_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
         probs = sorted_logits.masked_fill(cut, float("-inf")).softmax(-1)
         # Drop a token once the mass strictly before it already reaches top_p (the top token always stays).
         cut |= (probs.cumsum(-1) - probs) >= top_p[:, None]
+        cut[:, 0] = False  # even a top_p that rounds to 0
         logits = logits.masked_fill(torch.zeros_like(cut).scatter(1, order, cut), float("-inf"))
     min_p = torch.tensor([p.min_p for p in params], device=device, dtype=logits.dtype)
     if bool((min_p > 0).any()):
