@@ -396,3 +396,18 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(roomy):
             case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
 
         check()
+
+
+def test_streamed_replies_conform_to_the_documented_event_schema(roomy):
+    import schemathesis
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    schema = schemathesis.openapi.from_url(roomy.url + "/openapi.json")
+    for path, body in [
+        ("/v1/completions", {"prompt": "hi"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ]:
+        case = schema[path]["POST"].Case(body={"model": "tiny", "max_tokens": 2, "stream": True, **body})
+        response = case.call(timeout=60)
+        assert response.headers["content-type"][0].startswith("text/event-stream")
+        case.validate_response(response, checks=[response_schema_conformance])

@@ -59,8 +59,16 @@ def responses(reply: type) -> dict[int | str, dict[str, Any]]:
         429: "the queue is full; retry after Retry-After seconds",
         500: "generation failed",
     }
+    event = {  # before OpenAPI 3.2, an event stream's `schema` describes each event
+        "type": "object",
+        "properties": {
+            "data": {"type": "string", "description": "a chunk as JSON, and `[DONE]` at the end"},
+            "event": {"type": "string"},
+        },
+        "required": ["data"],
+    }
     out: dict[int | str, dict[str, Any]] = {
-        200: {"model": reply, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+        200: {"model": reply, "content": {"text/event-stream": {"schema": event}}}
     }
     out.update({status: {"model": ErrorResponse, "description": why} for status, why in errors.items()})
     out[429]["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
