@@ -38,9 +38,11 @@ ROUTES = [("POST", "/v1/completions"), ("POST", "/v1/chat/completions"), ("GET",
 def clamp(body: dict, max_tokens: int) -> None:
     """Keep a real request short: the served model's name, few new tokens, few choices."""
     body["model"] = "smollm2"
-    for key in ("max_tokens", "max_completion_tokens"):
-        if isinstance(body.get(key), int):
-            body[key] = max(1, min(body[key], max_tokens))
+    keys = [key for key in ("max_tokens", "max_completion_tokens") if isinstance(body.get(key), int)]
+    for key in keys:
+        body[key] = max(1, min(body[key], max_tokens))
+    if not keys:  # else the server fills the context: thousands of tokens
+        body["max_tokens"] = max_tokens
     if isinstance(body.get("n"), int):
         body["n"] = max(1, min(body["n"], 4))
 
