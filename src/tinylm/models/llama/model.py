@@ -97,8 +97,10 @@ class Llama(Backbone):
             raise TinyLMError(
                 "a prefix was given to a causal model; set model.prefix_lm to train a prefix LM"
             )
-        # Without padding, a first pass is plain causal attention, whose kernel skips the masked half.
-        plain = prefix is None and past == 0 and (mask is None or bool(mask.all()))
+        # Without padding, a first pass is plain causal attention, whose kernel skips the masked half. Only a
+        # prefill checks its mask for padding: in training that check would stall a GPU at every forward.
+        unpadded = mask is None or (cache is not None and bool(mask.all()))
+        plain = prefix is None and past == 0 and unpadded
         sdpa_mask = None if plain else causal_mask(mask, past, T, prefix)
         x = self.embed(input_ids)
         for block in self.blocks:
