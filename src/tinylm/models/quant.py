@@ -9,9 +9,11 @@ in 0..15. Quantizing takes each group's minimum and `(max - min) / 15`. On a che
 GGUF this is lossless — a group's smallest and largest weights are exactly its q = 0 and q = 15 values — so
 `quantize_int4` recovers the integers the file shipped, and `Int4Report.max_error` says so (0.0).
 
-Torch's CPU int4 kernel is vectorised for bfloat16 activations only, so the input of each quantized layer is
-rounded to bfloat16 and its scales and zeros are held in bfloat16; the layer's output returns in fp32. The
-kernel reads the weights again for every input row, so a prefill of hundreds of tokens costs hundreds of
+A few rows at a time (decoding) go through tinylm's own kernel (`tinylm.models.kernels`: integer dot
+products, the activations rounded to int8 per group of 32 as llama.cpp does) where this CPU can build it,
+else through torch's CPU int4 kernel, which rounds the activations to bfloat16. Scales and minimums are
+held in bfloat16 either way; a layer's output is fp32. Both kernels read the weights again for every
+input row (from cache when the rows are few), so a prefill of hundreds of tokens would cost hundreds of
 decode steps; from `DENSE_ROWS` rows on, a layer unpacks its weight to fp32 for the one call and runs a
 dense matmul instead, which reuses each weight across rows (about twice as fast for a 256-token prompt).
 
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import TinyLMError
+from . import kernels
 from .components.attention import Attention
 from .components.linear import LinearLike, blocks_by_name, linears_of
 from .components.mlp import SwiGLU
@@ -42,7 +45,6 @@ _ROWS_MULTIPLE = 16  # the kernel packs output rows in tiles of 16
 DENSE_ROWS = 128
 """Input rows from which `Int4Linear` unpacks its weight and runs a dense fp32 matmul (see the module doc);
 below it the int4 kernel is faster."""
-_PACK_TILE = 32  # output rows the CPU kernel interleaves in its packed layout (`_unpack_int4`)
 
 
 @dataclass
@@ -74,37 +76,59 @@ class Int4Weights:
         )
 
 
-def _unpack_int4(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
-    """The integers (out, in) uint8 of torch's CPU int4 packing: per tile of 32 output rows and per input,
-    16 bytes whose low nibbles hold rows 0..15 and high nibbles rows 16..31."""
-    tiles = packed.view(out_features // _PACK_TILE, in_features, _PACK_TILE // 2)
-    q = torch.stack((tiles & 15, tiles >> 4), 2).view(out_features // _PACK_TILE, in_features, _PACK_TILE)
+def _unpack_int4(packed: torch.Tensor, out_features: int, in_features: int, tile: int) -> torch.Tensor:
+    """The integers (out, in) uint8 of torch's CPU int4 packing: per tile of `tile` output rows and per
+    input, tile/2 bytes whose low nibbles hold the tile's first half of rows and high nibbles the second."""
+    tiles = packed.view(out_features // tile, in_features, tile // 2)
+    q = torch.stack((tiles & 15, tiles >> 4), 2).view(out_features // tile, in_features, tile)
     return q.transpose(1, 2).reshape(out_features, in_features)
 
 
 @functools.cache
-def _unpacking_works() -> bool:
-    """Whether this torch's packing is the layout `_unpack_int4` reads (checked once, on a random matrix)."""
-    q = torch.randint(0, 16, (2 * _PACK_TILE, 2 * GROUP_SIZE), dtype=torch.int32)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-    return packed.shape == (q.shape[0], q.shape[1] // 2) and torch.equal(
-        _unpack_int4(packed, *q.shape).int(), q
-    )
+def pack_tile() -> int:
+    """Output rows per tile of this machine's int4 packing (torch packs 64 with AVX-512, 32 without), read
+    off a random matrix; 0 if it is neither layout (then only torch's kernel reads the packed weights)."""
+    for tile in (32, 64):
+        q = torch.randint(0, 16, (2 * tile, 2 * GROUP_SIZE), dtype=torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        if packed.shape == (q.shape[0], q.shape[1] // 2) and torch.equal(
+            _unpack_int4(packed, *q.shape, tile).int(), q
+        ):
+            return tile
+    return 0
 
 
 class Int4Linear(LinearLike):
-    """A linear layer whose weight is packed int4 (inference only)."""
+    """A linear layer whose weight is packed int4 (inference only).
+
+    With tinylm's own kernel (`tinylm.models.kernels`) the weight is held in that kernel's layout, with its
+    scales and minimums; without it, in torch's CPU int4 packing with (scale, zero) pairs."""
 
     def __init__(self, weights: Int4Weights, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weights.q.shape
         self.group_size = self.in_features // weights.scale.shape[1]
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(weights.q, 1)
-        # The kernel computes (q - 8) * scale + zero, so Q4_1's minimum becomes zero = minimum + 8 * scale.
-        zero = weights.minimum + 8 * weights.scale
-        scales_and_zeros = torch.stack((weights.scale, zero), -1).transpose(0, 1).contiguous()
-        self.register_buffer("packed", packed)
-        self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))
+        self.own = (
+            kernels.ops() is not None
+            and self.group_size == kernels.GROUP
+            and self.out_features % kernels.ROWS == 0
+        )
+        """Whether tinylm's own kernel computes this layer (else torch's)."""
+        self.tile = 0
+        """Rows per tile of torch's packing when tinylm can unpack it; 0 if it cannot (or `own`)."""
+        if self.own:
+            packed, scale, minimum = kernels.pack_int4(weights.q, weights.scale, weights.minimum)
+            self.register_buffer("packed", packed)
+            self.register_buffer("scale", scale)
+            self.register_buffer("minimum", minimum)
+        else:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(weights.q, 1)
+            # Torch computes (q - 8) * scale + zero, so Q4_1's minimum becomes zero = minimum + 8 * scale.
+            zero = weights.minimum + 8 * weights.scale
+            scales_and_zeros = torch.stack((weights.scale, zero), -1).transpose(0, 1).contiguous()
+            self.register_buffer("packed", packed)
+            self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))
+            self.tile = pack_tile() if pack_tile() and self.out_features % pack_tile() == 0 else 0
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
     @staticmethod
@@ -112,19 +136,34 @@ class Int4Linear(LinearLike):
         """Whether the kernel can hold `layer`'s shape."""
         return layer.in_features % group_size == 0 and layer.out_features % _ROWS_MULTIPLE == 0
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed weight with its scales."""
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
     def dequantize(self) -> torch.Tensor:
-        """The fp32 weight (out, in) the kernel computes with: (q - 8) * scale + zero, per group."""
-        q = _unpack_int4(self.packed, self.out_features, self.in_features)
+        """The fp32 weight (out, in) the kernel computes with, per group: scale * q + minimum (own kernel),
+        or torch's (q - 8) * scale + zero."""
+        shape = (self.out_features, -1, self.group_size)
+        if self.own:
+            q = kernels.unpack_int4(self.packed).view(shape).float()
+            scale, minimum = kernels.unpack_scales(self.scale), kernels.unpack_scales(self.minimum)
+            return q.mul_(scale[..., None]).add_(minimum[..., None]).view(self.out_features, self.in_features)
+        if not self.tile:
+            raise TinyLMError("this torch packs int4 weights in a layout tinylm cannot unpack")
+        q = _unpack_int4(self.packed, self.out_features, self.in_features, self.tile)
         scale, zero = self.scales_and_zeros.float().transpose(0, 1).unsqueeze(-1).unbind(-2)
-        groups = q.view(self.out_features, -1, self.group_size).float()
+        groups = q.view(shape).float()
         return groups.sub_(8).mul_(scale).add_(zero).view(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise TinyLMError("int4 weights run on the CPU only; load the model without --quantize on a GPU")
         rows = x.reshape(-1, self.in_features)
-        if len(rows) >= DENSE_ROWS and self.out_features % _PACK_TILE == 0 and _unpacking_works():
+        if len(rows) >= DENSE_ROWS and (self.own or self.tile):
             y = torch.nn.functional.linear(rows.float(), self.dequantize())
+        elif self.own:
+            y = torch.ops.tinylm_int4.int4_mm(rows.float(), self.packed, self.scale, self.minimum)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 rows.to(torch.bfloat16), self.packed, self.group_size, self.scales_and_zeros
@@ -297,7 +336,7 @@ class Int4Quantizer:
         report.quantized += 1
         report.fp32_bytes += layer.weight.numel() * 4
         quantized = Int4Linear(weights, layer.bias)
-        report.int4_bytes += quantized.packed.numel() + quantized.scales_and_zeros.numel() * 2
+        report.int4_bytes += quantized.nbytes
         return quantized
 
 
