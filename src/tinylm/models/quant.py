@@ -9,13 +9,14 @@ in 0..15. Quantizing takes each group's minimum and `(max - min) / 15`. On a che
 GGUF this is lossless — a group's smallest and largest weights are exactly its q = 0 and q = 15 values — so
 `quantize_int4` recovers the integers the file shipped, and `Int4Report.max_error` says so (0.0).
 
-A few rows at a time (decoding) go through tinylm's own kernel (`tinylm.models.kernels`: integer dot
-products, the activations rounded to int8 per group of 32 as llama.cpp does) where this CPU can build it,
-else through torch's CPU int4 kernel, which rounds the activations to bfloat16. Scales and minimums are
-held in bfloat16 either way; a layer's output is fp32. Both kernels read the weights again for every
-input row (from cache when the rows are few), so a prefill of hundreds of tokens would cost hundreds of
-decode steps; from `DENSE_ROWS` rows on, a layer unpacks its weight to fp32 for the one call and runs a
-dense matmul instead, which reuses each weight across rows (about twice as fast for a 256-token prompt).
+Where this CPU can build it, tinylm's own kernel computes the layers (`tinylm.models.kernels`: integer
+dot products over activations split into two int8 parts per group of 32), else torch's CPU int4 kernel,
+which rounds the activations to bfloat16. Scales and minimums are held in bfloat16 either way; a layer's
+output is fp32. Where torch packs tiles of 32 rows (CPUs without AVX-512), its kernel reads the weights
+again for every input row, so a prefill of hundreds of tokens would cost hundreds of decode steps; from
+`DENSE_ROWS` rows on, such a layer unpacks its weight to fp32 for the one call and runs a dense matmul,
+which reuses each weight across rows (1.4x faster for a 256-token prompt there). Torch's AVX-512 kernel
+(tiles of 64) and tinylm's reuse them already and are twice as fast as that dense matmul.
 
 Two more changes make a decode step cheaper, both for decoding only: the layers that read the same input
 are fused into one matmul (q/k/v, gate/up; Q4_1 quantizes each output row on its own, so the integers stay
@@ -43,8 +44,8 @@ GROUP_SIZE = 32
 """Input weights sharing one scale and zero: Q4_1's block size, and one of the kernel's sizes (32..256)."""
 _ROWS_MULTIPLE = 16  # the kernel packs output rows in tiles of 16
 DENSE_ROWS = 128
-"""Input rows from which `Int4Linear` unpacks its weight and runs a dense fp32 matmul (see the module doc);
-below it the int4 kernel is faster."""
+"""Input rows from which an `Int4Linear` on torch's kernel in tiles of 32 unpacks its weight and runs a dense
+fp32 matmul (see the module doc); below it that kernel is faster."""
 
 
 @dataclass
@@ -159,11 +160,13 @@ class Int4Linear(LinearLike):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise TinyLMError("int4 weights run on the CPU only; load the model without --quantize on a GPU")
+        if self.own:  # one call, the bias included: each op more costs a few microseconds per layer
+            return torch.ops.tinylm_int4.int4_mm(
+                x.float(), self.packed, self.scale, self.minimum, self.bias
+            ).to(x.dtype)
         rows = x.reshape(-1, self.in_features)
-        if len(rows) >= DENSE_ROWS and (self.own or self.tile):
+        if len(rows) >= DENSE_ROWS and self.tile == 32:
             y = torch.nn.functional.linear(rows.float(), self.dequantize())
-        elif self.own:
-            y = torch.ops.tinylm_int4.int4_mm(rows.float(), self.packed, self.scale, self.minimum)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 rows.to(torch.bfloat16), self.packed, self.group_size, self.scales_and_zeros

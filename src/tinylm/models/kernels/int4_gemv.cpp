@@ -14,7 +14,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -36,26 +35,27 @@ bool supported() {
 #endif
 }
 
-// One group of activations v as int8 q times the returned scale; `rest` gets v - scale * q.
-float quantize(const float* v, int8_t* q, float* rest) {
-  float amax = 0;
-  for (int64_t k = 0; k < kGroup; ++k) amax = std::fmax(amax, std::fabs(v[k]));
-  const float d = amax / 127, inv = d > 0 ? 1 / d : 0;
-  for (int64_t k = 0; k < kGroup; ++k) {
-    q[k] = static_cast<int8_t>(std::nearbyint(v[k] * inv));
-    rest[k] = v[k] - d * q[k];
-  }
+#ifdef TINYLM_INT4_VNNI
+// One group of 32 activations v as int8 q times the returned scale; `rest` gets v - scale * q.
+inline float quantize(const float* v, int8_t* q, float* rest) {
+  __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
+  const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b))) / 127;
+  const __m512 inv = _mm512_set1_ps(d > 0 ? 1 / d : 0), scale = _mm512_set1_ps(d);
+  __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(qa));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(qb));
+  _mm512_storeu_ps(rest, _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qa), scale, a));
+  _mm512_storeu_ps(rest + 16, _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qb), scale, b));
   return d;
 }
 
-#ifdef TINYLM_INT4_VNNI
 inline __m512 bf16_to_float(const uint16_t* p) {  // 16 bf16, the top halves of fp32
   __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-// 16 output rows (tile t) for one activation row, given as two int8 parts per group (x ~ d1 * x1 + d2 * x2)
-// with the exact sum sx of each group.
+// 16 output rows (one tile) for one activation row, given as two int8 parts per group
+// (x ~ d1 * x1 + d2 * x2) with the exact sum sx of each group.
 inline __m512 tile_row(const uint8_t* tile, const uint16_t* scale, const uint16_t* minimum, const int8_t* x1,
                        const int8_t* x2, const float* d1, const float* d2, const float* sx, int64_t groups) {
   const __m512i nibble = _mm512_set1_epi8(15);
@@ -80,21 +80,24 @@ inline __m512 tile_row(const uint8_t* tile, const uint16_t* scale, const uint16_
   }
   return y;
 }
-#endif
 
+// y (..., out) = x (..., in) @ w.T (+ bias), for fp32 x and the packed int4 w.
 at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
-                   const at::Tensor& minimum) {
-  TORCH_CHECK(supported(), "int4_mm: built without AVX-512 VNNI");
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be (rows, in) fp32");
+                   const at::Tensor& minimum, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kFloat, "int4_mm: x must be fp32");
   TORCH_CHECK(packed.scalar_type() == at::kByte && scale.scalar_type() == at::kBFloat16 &&
                   minimum.scalar_type() == at::kBFloat16,
               "int4_mm: packed must be uint8, scale and minimum bfloat16");
-  const int64_t M = x.size(0), K = x.size(1), tiles = packed.size(0), groups = K / kGroup;
+  const int64_t K = x.size(-1), M = x.numel() / K, tiles = packed.size(0), groups = K / kGroup;
+  const int64_t N = tiles * kRows;
   TORCH_CHECK(K % kGroup == 0 && packed.dim() == 3 && packed.size(1) == groups && packed.size(2) == 256,
               "int4_mm: packed weights do not match the input size");
+  TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->numel() == N), "int4_mm: bad bias");
   auto xc = x.contiguous();
   auto pc = packed.contiguous(), sc = scale.contiguous(), mc = minimum.contiguous();
-  auto y = at::empty({M, tiles * kRows}, x.options());
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  auto y = at::empty(shape, x.options());
   // Each activation row, per group: int8 values and scale, then the same of what they leave out (so the
   // activations carry about 14 bits, finer than bf16), and the exact fp32 sum.
   const float* xp = xc.data_ptr<float>();
@@ -102,19 +105,17 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tens
   std::vector<float> d1(M * groups), d2(M * groups), sx(M * groups);
   for (int64_t i = 0; i < M * groups; ++i) {
     const float* v = xp + i * kGroup;
-    float r[kGroup];
-    d1[i] = quantize(v, x1.data() + i * kGroup, r);
-    d2[i] = quantize(r, x2.data() + i * kGroup, r);
-    float sum = 0;
-    for (int64_t k = 0; k < kGroup; ++k) sum += v[k];
-    sx[i] = sum;
+    float rest[kGroup];
+    d1[i] = quantize(v, x1.data() + i * kGroup, rest);
+    d2[i] = quantize(rest, x2.data() + i * kGroup, rest);
+    sx[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(v), _mm512_loadu_ps(v + 16)));
   }
-#ifdef TINYLM_INT4_VNNI
   const uint8_t* wp = pc.data_ptr<uint8_t>();
   const uint16_t* sp = reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>());
   const uint16_t* mp = reinterpret_cast<const uint16_t*>(mc.data_ptr<at::BFloat16>());
+  at::Tensor bc = bias ? bias->contiguous() : at::Tensor();
+  const float* bp = bias ? bc.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  const int64_t N = tiles * kRows;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       for (int64_t m = 0; m < M; ++m) {  // rows inner: the tile's weights stay in cache across rows
@@ -122,19 +123,25 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tens
         __m512 out = tile_row(wp + t * groups * 256, sp + t * groups * kRows, mp + t * groups * kRows,
                               x1.data() + m * K, x2.data() + m * K, d1.data() + g, d2.data() + g,
                               sx.data() + g, groups);
+        if (bp) out = _mm512_add_ps(out, _mm512_loadu_ps(bp + t * kRows));
         _mm512_storeu_ps(yp + m * N + t * kRows, out);
       }
     }
   });
-#endif
   return y;
 }
+#else
+at::Tensor int4_mm(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                   const std::optional<at::Tensor>&) {
+  TORCH_CHECK(false, "int4_mm: built without AVX-512 VNNI");
+}
+#endif
 
 }  // namespace
 
 TORCH_LIBRARY(tinylm_int4, m) {
   m.def("supported() -> bool", &supported);
-  m.def("int4_mm(Tensor x, Tensor packed, Tensor scale, Tensor minimum) -> Tensor");
+  m.def("int4_mm(Tensor x, Tensor packed, Tensor scale, Tensor minimum, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tinylm_int4, CPU, m) { m.impl("int4_mm", int4_mm); }
