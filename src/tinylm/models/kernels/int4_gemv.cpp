@@ -26,6 +26,10 @@ namespace {
 
 constexpr int64_t kGroup = 32;  // inputs per scale
 constexpr int64_t kRows = 16;   // output rows per tile: the 16 int32 lanes of a zmm register
+// Bytes ahead of the weights being read to prefetch: a decode step reads each weight once, from DRAM, in
+// calls too short for the hardware prefetcher to ramp up. 8 KB measured best here (2-4 KB, 16-32 KB less):
+// all SmolLM2 layers of a step in 2.2-2.5 ms, against 3.4-4.2 without.
+constexpr int64_t kPrefetch = 8192;
 
 bool supported() {
 #ifdef TINYLM_INT4_VNNI
@@ -66,6 +70,7 @@ inline __m512 tile_row(const uint8_t* tile, const uint16_t* scale, const uint16_
     const int32_t* b = reinterpret_cast<const int32_t*>(x2 + g * kGroup);
     __m512i a_sum = _mm512_setzero_si512(), b_sum = _mm512_setzero_si512();
     for (int p = 0; p < 4; ++p) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + p * 64), _MM_HINT_T0);
       __m512i bytes = _mm512_loadu_si512(w + p * 64);
       __m512i lo = _mm512_and_si512(bytes, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
       a_sum = _mm512_dpbusd_epi32(a_sum, lo, _mm512_set1_epi32(a[p]));
