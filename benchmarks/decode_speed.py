@@ -186,7 +186,7 @@ def main() -> None:
         hf_decode(hf, short, 8)  # warm-up
     # With tinylm's own int4 kernel, the same engine on torch's kernel too, for the ratio between them.
     torch_int4 = None
-    if args.quantize == "int4" and kernels.ops() is not None:
+    if args.quantize == "int4" and kernels.vnni():
         os.environ["TINYLM_KERNELS"] = "0"
         torch_int4 = Engine.load(model_dir, max_batch_size=1, quantize="int4")
         del os.environ["TINYLM_KERNELS"]

@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
-    if kernels.ops() is None:
+    if not kernels.vnni():
         sys.exit("tinylm's int4 kernel is unavailable here (it needs a C++ compiler and AVX-512 VNNI)")
     print(f"# python benchmarks/int4_kernel.py {' '.join(sys.argv[1:])}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -110,9 +110,7 @@ class Int4Linear(LinearLike):
         self.out_features, self.in_features = weights.q.shape
         self.group_size = self.in_features // weights.scale.shape[1]
         self.own = (
-            kernels.ops() is not None
-            and self.group_size == kernels.GROUP
-            and self.out_features % kernels.ROWS == 0
+            kernels.vnni() and self.group_size == kernels.GROUP and self.out_features % kernels.ROWS == 0
         )
         """Whether tinylm's own kernel computes this layer (else torch's)."""
         self.tile = 0
@@ -161,9 +159,9 @@ class Int4Linear(LinearLike):
         if x.device.type != "cpu":
             raise TinyLMError("int4 weights run on the CPU only; load the model without --quantize on a GPU")
         if self.own:  # one call, the bias included: each op more costs a few microseconds per layer
-            return torch.ops.tinylm_int4.int4_mm(
-                x.float(), self.packed, self.scale, self.minimum, self.bias
-            ).to(x.dtype)
+            return torch.ops.tinylm.int4_mm(x.float(), self.packed, self.scale, self.minimum, self.bias).to(
+                x.dtype
+            )
         rows = x.reshape(-1, self.in_features)
         if len(rows) >= DENSE_ROWS and self.tile == 32:
             y = torch.nn.functional.linear(rows.float(), self.dequantize())
@@ -183,7 +181,8 @@ class Int4Linear(LinearLike):
 class Int8Linear(LinearLike):
     """A linear layer whose weight is int8 with one scale per output row (inference only): the LM head.
 
-    Torch's CPU int8 kernel is vectorised for bfloat16 activations, so the input is rounded to bfloat16."""
+    tinylm's own kernel computes it where this CPU has one (`tinylm.models.kernels.vnni`), else torch's
+    CPU int8 kernel, which is vectorised for bfloat16 activations, so the input is rounded to bfloat16."""
 
     ROWS = 4096
     """Rows quantised at a time: a 49152-row head in one go would hold several fp32 copies of 113 MB."""
@@ -199,6 +198,8 @@ class Int8Linear(LinearLike):
             self.q[start : start + self.ROWS] = w.div_(scale.float()[:, None]).round_().clamp_(-127, 127)
             self.scale[start : start + self.ROWS] = scale
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+        self.own = kernels.vnni() and self.in_features % 64 == 0
+        """Whether tinylm's own kernel computes this layer (else torch's)."""
 
     def dequantize(self) -> torch.Tensor:
         return self.q.float() * self.scale.float()[:, None]
@@ -217,9 +218,12 @@ class Int8Linear(LinearLike):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise TinyLMError("int8 weights run on the CPU only; load the model without --quantize on a GPU")
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = torch.ops.aten._weight_int8pack_mm(rows, self.q, self.scale)
-        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        if self.own:
+            y = torch.ops.tinylm.int8_mm(x.float(), self.q, self.scale).to(x.dtype)
+        else:
+            rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            y = torch.ops.aten._weight_int8pack_mm(rows, self.q, self.scale)
+            y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:

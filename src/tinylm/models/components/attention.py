@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from .rope import apply_rotary
 
 _STEPWISE: ContextVar[bool] = ContextVar("stepwise_attention", default=False)
@@ -132,8 +133,11 @@ class Attention(nn.Module):
     def _fused_qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v from the fused projection; q and k rotate together, in one pass."""
         y = self.qkv_proj(x).view(x.shape[0], x.shape[1], -1, self.head_dim)  # (B, T, heads, D)
-        qk, v = y[:, :, : self.n_head + self.n_kv_head], y[:, :, self.n_head + self.n_kv_head :]
-        if rotary is not None:
+        rotated = self.n_head + self.n_kv_head
+        qk, v = y[:, :, :rotated], y[:, :, rotated:]
+        if rotary is not None and kernels.inference(y):  # y is this call's own: rotate it in place, in one op
+            torch.ops.tinylm.rope_(y, *rotary, rotated)
+        elif rotary is not None:
             qk = apply_rotary(qk, *rotary, head_axis=2)
         q, k = qk[:, :, : self.n_head], qk[:, :, self.n_head :]
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

@@ -1,15 +1,16 @@
-"""tinylm's own CPU kernel: int4 weights times a few activation rows, compiled for this machine.
+"""tinylm's own CPU kernels for inference, compiled for this machine the first time they are needed.
 
-Decoding one sequence reads every weight once per token, and torch's CPU int4 kernel runs at about a fifth of
-what memory allows: it widens each weight to float. `int4_gemv.cpp` multiplies in integers instead (AVX-512
-VNNI, activations quantised to int8 per group as llama.cpp does), about three times faster per layer. It is
-built with torch's extension tools (a C++ compiler and ninja) into torch's extension cache the first time it
-is needed, so later processes load it at once; `python -m tinylm.models.kernels` (run by `make setup`) builds
-it ahead. Where it cannot be built or the CPU lacks VNNI, or with TINYLM_KERNELS=0, `ops()` is None and int4
-layers use torch's kernel.
+At batch 1 a decode step on a CPU is mostly fixed costs: torch's int4 and int8 kernels widen every weight
+to float and run at a fraction of memory bandwidth, and RMSNorm and the rotary embedding are a dozen small
+ops each. `int4_gemv.cpp` (the blocks) and `int8_gemv.cpp` (the LM head) multiply in integers (AVX-512
+VNNI; each activation split into two int8 parts, `split.h`, finer than bf16), and `rope_norm.cpp` does
+RMSNorm and the rotary embedding in one op each. They are built with torch's extension tools (a C++ compiler and ninja) into torch's extension
+cache, so later processes load them at once; `python -m tinylm.models.kernels` (run by `make setup`)
+builds them ahead. Where they cannot be built, or with TINYLM_KERNELS=0, `ops()` is None and the model
+runs on torch's ops alone; `vnni()` also needs a CPU with AVX-512 VNNI.
 
-The kernel reads its own layout, which `pack_int4` makes and `unpack_int4` reverses: for each tile of 16
-output rows and each group of 32 inputs, 4 blocks of 64 bytes, byte (row, b) of block p holding
+The int4 kernel reads its own layout, which `pack_int4` makes and `unpack_int4` reverses: for each tile of
+16 output rows and each group of 32 inputs, 4 blocks of 64 bytes, byte (row, b) of block p holding
 q[row, 4p + b] in its low nibble and q[row, 16 + 4p + b] in its high one (one `vpdpbusd` then multiplies
 16 rows by 4 inputs), with the tile's scales and minimums per group beside it.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("int4_gemv.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("int4_gemv.cpp", "int8_gemv.cpp", "rope_norm.cpp")]
 GROUP = 32
 """Inputs per scale the kernel reads (Q4_1's block)."""
 ROWS = 16
@@ -31,10 +32,19 @@ ROWS = 16
 
 
 def ops():
-    """The compiled ops (`torch.ops.tinylm_int4`), or None when TINYLM_KERNELS=0 or they are unbuildable or
-    unsupported here. The setting is read at each call (so a benchmark can build layers both ways); the
-    build happens once per process."""
+    """The compiled ops (`torch.ops.tinylm`), or None when TINYLM_KERNELS=0 or they cannot be built. The
+    setting is read at each call (so a benchmark can build a model both ways); the build happens once."""
     return None if os.environ.get("TINYLM_KERNELS", "1") == "0" else _build()
+
+
+def vnni() -> bool:
+    """Whether tinylm's integer matmuls (`int4_mm`, `int8_mm`) run here: built, on a CPU with AVX-512 VNNI."""
+    return ops() is not None and torch.ops.tinylm.vnni_supported()
+
+
+def inference(x: torch.Tensor) -> bool:
+    """Whether `x` may take tinylm's fused ops: fp32 on the CPU, outside autograd, with the ops built."""
+    return x.dtype == torch.float32 and x.is_cpu and not torch.is_grad_enabled() and ops() is not None
 
 
 @functools.cache
@@ -43,16 +53,16 @@ def _build():
         from torch.utils.cpp_extension import load
 
         load(
-            "tinylm_int4",
-            [str(SOURCE)],
+            "tinylm_cpu",
+            [str(s) for s in SOURCES],
             extra_cflags=["-O3", "-march=native"],
             is_python_module=False,
             verbose=False,
         )
-    except Exception as e:  # no compiler, no ninja, a failed build: torch's kernel still works
-        warnings.warn(f"tinylm's int4 kernel could not be built, using torch's: {e}", stacklevel=2)
+    except Exception as e:  # no compiler, no ninja, a failed build: torch's ops still work
+        warnings.warn(f"tinylm's CPU kernels could not be built, using torch's ops: {e}", stacklevel=2)
         return None
-    return torch.ops.tinylm_int4 if torch.ops.tinylm_int4.supported() else None
+    return torch.ops.tinylm
 
 
 def pack_int4(

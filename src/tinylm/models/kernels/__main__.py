@@ -1,7 +1,10 @@
-"""`python -m tinylm.models.kernels`: build the int4 kernel now (`make setup` does), and say if it loads."""
+"""`python -m tinylm.models.kernels`: build the CPU kernels now (`make setup` does), and say what runs."""
 
-from . import ops
+from . import ops, vnni
 
-print(
-    "tinylm int4 kernel:", "built" if ops() is not None else "unavailable here, torch's kernel will be used"
-)
+if ops() is None:
+    print("tinylm CPU kernels: unavailable here, torch's ops will be used")
+else:
+    print(
+        f"tinylm CPU kernels: built (integer matmuls: {'yes' if vnni() else 'no, this CPU lacks AVX-512 VNNI'})"
+    )

@@ -3,8 +3,8 @@
 // Weights are Q4_1 (w = scale * q + minimum, q in 0..15, groups of 32 inputs), laid out by `pack_int4`
 // (tinylm/models/kernels/__init__.py): for each tile of 16 output rows and each group, 4 blocks of 64 bytes, byte (row, b) of
 // block p holding q[row, 4p + b] in its low nibble and q[row, 16 + 4p + b] in its high one. Each
-// activation row is split per group into two int8 parts, x ~ d1 * x1 + d2 * x2 (llama.cpp keeps only the
-// first, which costs SmolLM2 about 5% perplexity; the second makes it finer than bf16), so one `vpdpbusd`
+// activation row is split per group into two int8 parts, x ~ d1 * x1 + d2 * x2 (split.h; llama.cpp keeps
+// only the first, which costs SmolLM2 about 5% perplexity), so one `vpdpbusd`
 // multiplies 16 rows by 4 inputs in integers; per group,
 //   y_r += scale_r * (d1 * sum_k q_rk x1_k + d2 * sum_k q_rk x2_k) + minimum_r * sum_k x_k.
 // Each output is computed by one thread in a fixed order, and integer sums are exact, so a row's result
@@ -18,7 +18,7 @@
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-#include <immintrin.h>
+#include "split.h"
 #define TINYLM_INT4_VNNI 1
 #endif
 
@@ -30,6 +30,7 @@ constexpr int64_t kRows = 16;   // output rows per tile: the 16 int32 lanes of a
 // calls too short for the hardware prefetcher to ramp up. 8 KB measured best here (2-4 KB, 16-32 KB less):
 // all SmolLM2 layers of a step in 2.2-2.5 ms, against 3.4-4.2 without.
 constexpr int64_t kPrefetch = 8192;
+constexpr int kBlock = 4;  // activation rows computed together (a prompt, a speculative verification)
 
 bool supported() {
 #ifdef TINYLM_INT4_VNNI
@@ -40,50 +41,45 @@ bool supported() {
 }
 
 #ifdef TINYLM_INT4_VNNI
-// One group of 32 activations v as int8 q times the returned scale; `rest` gets v - scale * q.
-inline float quantize(const float* v, int8_t* q, float* rest) {
-  __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
-  const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b))) / 127;
-  const __m512 inv = _mm512_set1_ps(d > 0 ? 1 / d : 0), scale = _mm512_set1_ps(d);
-  __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(qa));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(qb));
-  _mm512_storeu_ps(rest, _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qa), scale, a));
-  _mm512_storeu_ps(rest + 16, _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qb), scale, b));
-  return d;
-}
-
 inline __m512 bf16_to_float(const uint16_t* p) {  // 16 bf16, the top halves of fp32
   __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-// 16 output rows (one tile) for one activation row, given as two int8 parts per group
-// (x ~ d1 * x1 + d2 * x2) with the exact sum sx of each group.
-inline __m512 tile_row(const uint8_t* tile, const uint16_t* scale, const uint16_t* minimum, const int8_t* x1,
-                       const int8_t* x2, const float* d1, const float* d2, const float* sx, int64_t groups) {
+// 16 output rows (one tile) for R activation rows at once (each weight block unpacked once for all R),
+// given as two int8 parts per group (x ~ d1 * x1 + d2 * x2, rows `K` apart) with the exact sum sx of each
+// group (rows `groups` apart). Each row's arithmetic is the same whatever R.
+template <int R>
+inline void tile_rows(const uint8_t* tile, const uint16_t* scale, const uint16_t* minimum, const int8_t* x1,
+                      const int8_t* x2, const float* d1, const float* d2, const float* sx, int64_t K,
+                      int64_t groups, __m512* y) {
   const __m512i nibble = _mm512_set1_epi8(15);
-  __m512 y = _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r) y[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* w = tile + g * 256;
-    const int32_t* a = reinterpret_cast<const int32_t*>(x1 + g * kGroup);  // 4 inputs per int32
-    const int32_t* b = reinterpret_cast<const int32_t*>(x2 + g * kGroup);
-    __m512i a_sum = _mm512_setzero_si512(), b_sum = _mm512_setzero_si512();
+    __m512i a_sum[R], b_sum[R];
+    for (int r = 0; r < R; ++r) a_sum[r] = b_sum[r] = _mm512_setzero_si512();
     for (int p = 0; p < 4; ++p) {
       _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + p * 64), _MM_HINT_T0);
       __m512i bytes = _mm512_loadu_si512(w + p * 64);
       __m512i lo = _mm512_and_si512(bytes, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
-      a_sum = _mm512_dpbusd_epi32(a_sum, lo, _mm512_set1_epi32(a[p]));
-      b_sum = _mm512_dpbusd_epi32(b_sum, lo, _mm512_set1_epi32(b[p]));
-      a_sum = _mm512_dpbusd_epi32(a_sum, hi, _mm512_set1_epi32(a[4 + p]));
-      b_sum = _mm512_dpbusd_epi32(b_sum, hi, _mm512_set1_epi32(b[4 + p]));
+      for (int r = 0; r < R; ++r) {
+        const int32_t* a = reinterpret_cast<const int32_t*>(x1 + r * K + g * kGroup);  // 4 inputs per int32
+        const int32_t* b = reinterpret_cast<const int32_t*>(x2 + r * K + g * kGroup);
+        a_sum[r] = _mm512_dpbusd_epi32(a_sum[r], lo, _mm512_set1_epi32(a[p]));
+        b_sum[r] = _mm512_dpbusd_epi32(b_sum[r], lo, _mm512_set1_epi32(b[p]));
+        a_sum[r] = _mm512_dpbusd_epi32(a_sum[r], hi, _mm512_set1_epi32(a[4 + p]));
+        b_sum[r] = _mm512_dpbusd_epi32(b_sum[r], hi, _mm512_set1_epi32(b[4 + p]));
+      }
     }
-    __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a_sum), _mm512_set1_ps(d1[g]),
-                                 _mm512_mul_ps(_mm512_cvtepi32_ps(b_sum), _mm512_set1_ps(d2[g])));
-    y = _mm512_fmadd_ps(bf16_to_float(scale + g * kRows), dot, y);
-    y = _mm512_fmadd_ps(bf16_to_float(minimum + g * kRows), _mm512_set1_ps(sx[g]), y);
+    const __m512 s = bf16_to_float(scale + g * kRows), mn = bf16_to_float(minimum + g * kRows);
+    for (int r = 0; r < R; ++r) {
+      const int64_t i = r * groups + g;
+      __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a_sum[r]), _mm512_set1_ps(d1[i]),
+                                   _mm512_mul_ps(_mm512_cvtepi32_ps(b_sum[r]), _mm512_set1_ps(d2[i])));
+      y[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(sx[i]), _mm512_fmadd_ps(s, dot, y[r]));
+    }
   }
-  return y;
 }
 
 // y (..., out) = x (..., in) @ w.T (+ bias), for fp32 x and the packed int4 w.
@@ -111,8 +107,8 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tens
   for (int64_t i = 0; i < M * groups; ++i) {
     const float* v = xp + i * kGroup;
     float rest[kGroup];
-    d1[i] = quantize(v, x1.data() + i * kGroup, rest);
-    d2[i] = quantize(rest, x2.data() + i * kGroup, rest);
+    d1[i] = tinylm::quantize(v, kGroup, x1.data() + i * kGroup, rest);
+    d2[i] = tinylm::quantize(rest, kGroup, x2.data() + i * kGroup, rest);
     sx[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(v), _mm512_loadu_ps(v + 16)));
   }
   const uint8_t* wp = pc.data_ptr<uint8_t>();
@@ -123,13 +119,22 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tens
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      for (int64_t m = 0; m < M; ++m) {  // rows inner: the tile's weights stay in cache across rows
+      const uint8_t* tile = wp + t * groups * 256;
+      const uint16_t *ts = sp + t * groups * kRows, *tm = mp + t * groups * kRows;
+      // rows inner, four at a time: the tile's weights stay in registers and cache across rows
+      for (int64_t m = 0; m < M;) {
+        __m512 out[kBlock];
+        const int R = M - m >= kBlock ? kBlock : 1;
         const int64_t g = m * groups;
-        __m512 out = tile_row(wp + t * groups * 256, sp + t * groups * kRows, mp + t * groups * kRows,
-                              x1.data() + m * K, x2.data() + m * K, d1.data() + g, d2.data() + g,
-                              sx.data() + g, groups);
-        if (bp) out = _mm512_add_ps(out, _mm512_loadu_ps(bp + t * kRows));
-        _mm512_storeu_ps(yp + m * N + t * kRows, out);
+        const int8_t *a = x1.data() + m * K, *b = x2.data() + m * K;
+        if (R == kBlock)
+          tile_rows<kBlock>(tile, ts, tm, a, b, d1.data() + g, d2.data() + g, sx.data() + g, K, groups, out);
+        else
+          tile_rows<1>(tile, ts, tm, a, b, d1.data() + g, d2.data() + g, sx.data() + g, K, groups, out);
+        for (int r = 0; r < R; ++r, ++m) {
+          if (bp) out[r] = _mm512_add_ps(out[r], _mm512_loadu_ps(bp + t * kRows));
+          _mm512_storeu_ps(yp + m * N + t * kRows, out[r]);
+        }
       }
     }
   });
@@ -144,9 +149,9 @@ at::Tensor int4_mm(const at::Tensor&, const at::Tensor&, const at::Tensor&, cons
 
 }  // namespace
 
-TORCH_LIBRARY(tinylm_int4, m) {
-  m.def("supported() -> bool", &supported);
+TORCH_LIBRARY(tinylm, m) {
+  m.def("vnni_supported() -> bool", &supported);
   m.def("int4_mm(Tensor x, Tensor packed, Tensor scale, Tensor minimum, Tensor? bias) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tinylm_int4, CPU, m) { m.impl("int4_mm", int4_mm); }
+TORCH_LIBRARY_IMPL(tinylm, CPU, m) { m.impl("int4_mm", int4_mm); }

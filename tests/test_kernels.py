@@ -1,0 +1,69 @@
+"""tinylm's own CPU kernels against the torch ops they stand in for: RMSNorm, rotary, the int8 LM head.
+
+(The int4 kernel is tested with the int4 layers, in test_quant.py.)"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinylm.models import kernels
+from tinylm.models.components.norm import RMSNorm
+from tinylm.models.components.rope import RotaryEmbedding, apply_rotary
+from tinylm.models.quant import Int8Linear
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def built():
+    if kernels.ops() is None:
+        pytest.skip("tinylm's CPU kernels could not be built here (they need a C++ compiler and ninja)")
+
+
+def test_fused_rms_norm_matches_torch_and_only_serves_inference(built):
+    norm = RMSNorm(64, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 64) * 3
+    with torch.no_grad():
+        fused = norm(x)
+        assert torch.equal(fused[1, 2], norm(x[1, 2][None])[0])  # a row alone rounds as among others
+    torch.testing.assert_close(fused, F.rms_norm(x, (64,), norm.weight, 1e-5), rtol=1e-6, atol=1e-6)
+    x.requires_grad_(True)
+    norm(x).sum().backward()  # with autograd on, torch's op runs, so training still has gradients
+    assert x.grad is not None and norm.weight.grad is not None
+
+
+def test_fused_rotary_rotates_only_the_given_heads_in_place(built):
+    B, T, H, D, rotated = 2, 7, 5, 16, 3
+    y = torch.randn(B, T, H, D)
+    positions = torch.arange(T).expand(B, T) + torch.tensor([[0], [11]])
+    cos, sin = RotaryEmbedding(D, 10000.0)(positions)
+    expected = apply_rotary(y[:, :, :rotated], cos, sin, head_axis=2)
+    fused = y.clone()
+    torch.ops.tinylm.rope_(fused, cos, sin, rotated)
+    torch.testing.assert_close(fused[:, :, :rotated], expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(fused[:, :, rotated:], y[:, :, rotated:])
+
+
+def test_int8_head_kernel_is_finer_than_torchs_and_row_stable(built, monkeypatch):
+    if not kernels.vnni():
+        pytest.skip("tinylm's integer matmuls need a CPU with AVX-512 VNNI")
+    torch.manual_seed(0)
+    weight = torch.randn(512, 128) * 0.05
+    own = Int8Linear(weight, None)
+    monkeypatch.setenv("TINYLM_KERNELS", "0")
+    theirs = Int8Linear(weight, None)
+    monkeypatch.delenv("TINYLM_KERNELS")
+    assert own.own and not theirs.own
+    x = torch.randn(5, 128)
+    exact = x @ own.dequantize().T
+    with torch.no_grad():
+        ours, torchs = own(x), theirs(x)
+        assert all(torch.equal(own(x[i : i + 1])[0], ours[i]) for i in range(len(x)))
+
+    def relative(y: torch.Tensor) -> float:
+        return ((y - exact).norm() / exact.norm()).item()
+
+    # two int8 parts per activation (about 14 bits) against torch's bf16 (8 bits)
+    assert relative(ours) < 1e-4 < relative(torchs) < 1e-2
