@@ -25,8 +25,6 @@ from tinylm.train.stages.pretrain import pretrain
 from tinylm.train.stages.reward import reward_train
 from tinylm.train.stages.sft import sft
 
-STAGES = ("pretrain", "sft", "lora", "reward", "dpo", "ppo", "grpo", "distill")
-
 
 def main(inputs: Path, out: Path, mode: str) -> None:
     torch.set_num_threads(1)

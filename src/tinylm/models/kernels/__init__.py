@@ -4,10 +4,12 @@ At batch 1 a decode step on a CPU is mostly fixed costs: torch's int4 and int8 k
 to float and run at a fraction of memory bandwidth, and RMSNorm and the rotary embedding are a dozen small
 ops each. `int4_gemv.cpp` (the blocks) and `int8_gemv.cpp` (the LM head) multiply in integers (AVX-512
 VNNI; each activation split into two int8 parts, `split.h`, finer than bf16), and `rope_norm.cpp` does
-RMSNorm and the rotary embedding in one op each. They are built with torch's extension tools (a C++ compiler and ninja) into torch's extension
-cache, so later processes load them at once; `python -m tinylm.models.kernels` (run by `make setup`)
-builds them ahead. Where they cannot be built, or with TINYLM_KERNELS=0, `ops()` is None and the model
-runs on torch's ops alone; `vnni()` also needs a CPU with AVX-512 VNNI.
+RMSNorm and the rotary embedding in one op each. They are built with torch's extension tools (a C++
+compiler and ninja) into torch's extension cache, so later processes load them at once;
+`python -m tinylm.models.kernels` (run by `make setup`) builds them ahead. Where they cannot be built, or with TINYLM_KERNELS=0, `ops()` is None and the model
+runs on torch's ops alone; `vnni()` also needs a CPU with AVX-512 VNNI. The build targets this CPU
+(-march=native): machines of different CPUs sharing one home directory should each set their own
+TORCH_EXTENSIONS_DIR.
 
 The int4 kernel reads its own layout, which `pack_int4` makes and `unpack_int4` reverses: for each tile of
 16 output rows and each group of 32 inputs, 4 blocks of 64 bytes, byte (row, b) of block p holding
