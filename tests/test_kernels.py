@@ -67,3 +67,22 @@ def test_int8_head_kernel_is_finer_than_torchs_and_row_stable(built, monkeypatch
 
     # two int8 parts per activation (about 14 bits) against torch's bf16 (8 bits)
     assert relative(ours) < 1e-4 < relative(torchs) < 1e-2
+
+
+def test_cached_attention_matches_sdpa_and_reads_each_query_alone(built):
+    torch.manual_seed(0)
+    B, H, Hkv, T, S, D = 2, 6, 2, 5, 23, 16
+    q, k, v = torch.randn(B, H, T, D), torch.randn(B, Hkv, S, D), torch.randn(B, Hkv, S, D)
+    allowed = torch.ones(B, 1, T, S, dtype=torch.bool).tril(S - T)
+    allowed[1, :, :, :4] = False  # a left-padded row
+    fused = torch.ops.tinylm.cached_attention(q, k, v, allowed, D**-0.5)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    causal = torch.ops.tinylm.cached_attention(q, k, v, None, D**-0.5)  # no mask: causal, queries last
+    torch.testing.assert_close(causal[0], fused[0])
+    for t in range(T):  # query t alone over the keys up to its own position: the same bits
+        end = S - T + t + 1
+        alone = torch.ops.tinylm.cached_attention(
+            q[:, :, t : t + 1], k[:, :, :end], v[:, :, :end], None, D**-0.5
+        )
+        assert torch.equal(alone[0, :, 0], causal[0, :, t])

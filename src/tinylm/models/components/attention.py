@@ -99,11 +99,30 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        if _STEPWISE.get() and cache is not None and mask is not None and context is None:
+        if self._cached_kernel(q, mask, cache, context, causal):
+            scale = self.scale if self.scale is not None else self.head_dim**-0.5
+            y = torch.ops.tinylm.cached_attention(q, k, v, mask, scale)
+        elif _STEPWISE.get() and cache is not None and mask is not None and context is None:
             y = self._stepwise(q, k, v, mask)
         else:
             y = self._attend(q, k, v, mask, causal and mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+    CACHED_QUERIES = 16
+    """Most new queries that go to tinylm's cached-attention op (decoding, speculative verification)."""
+
+    def _cached_kernel(self, q, mask, cache, context, causal: bool) -> bool:
+        """Whether tinylm's cached-attention op computes this call: a few new queries to a cache, at
+        inference, with a boolean or causal mask. It computes each query on its own, as stepwise does."""
+        return (
+            cache is not None
+            and context is None
+            and q.shape[2] <= self.CACHED_QUERIES
+            and self.head_dim % 16 == 0
+            and (mask.dtype == torch.bool if mask is not None else causal)
+            and not (self.training and self.dropout)
+            and kernels.inference(q)
+        )
 
     def _stepwise(self, q, k, v, mask) -> torch.Tensor:
         """Each of the T new queries over the keys up to its own position, in a call of its own."""

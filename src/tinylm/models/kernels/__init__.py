@@ -4,7 +4,8 @@ At batch 1 a decode step on a CPU is mostly fixed costs: torch's int4 and int8 k
 to float and run at a fraction of memory bandwidth, and RMSNorm and the rotary embedding are a dozen small
 ops each. `int4_gemv.cpp` (the blocks) and `int8_gemv.cpp` (the LM head) multiply in integers (AVX-512
 VNNI; each activation split into two int8 parts, `split.h`, finer than bf16), and `rope_norm.cpp` does
-RMSNorm and the rotary embedding in one op each. They are built with torch's extension tools (a C++
+RMSNorm and the rotary embedding in one op each; `attention.cpp` attends a few new queries to the KV
+cache in one op, each query on its own (so speculative verification needs no per-query loop). They are built with torch's extension tools (a C++
 compiler and ninja) into torch's extension cache, so later processes load them at once;
 `python -m tinylm.models.kernels` (run by `make setup`) builds them ahead. Where they cannot be built, or with TINYLM_KERNELS=0, `ops()` is None and the model
 runs on torch's ops alone; `vnni()` also needs a CPU with AVX-512 VNNI. The build targets this CPU
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("int4_gemv.cpp", "int8_gemv.cpp", "rope_norm.cpp")]
+SOURCES = [
+    Path(__file__).with_name(name)
+    for name in ("int4_gemv.cpp", "int8_gemv.cpp", "rope_norm.cpp", "attention.cpp")
+]
 GROUP = 32
 """Inputs per scale the kernel reads (Q4_1's block)."""
 ROWS = 16
@@ -57,7 +61,7 @@ def _build():
         load(
             "tinylm_cpu",
             [str(s) for s in SOURCES],
-            extra_cflags=["-O3", "-march=native"],
+            extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd"],
             is_python_module=False,
             verbose=False,
         )
