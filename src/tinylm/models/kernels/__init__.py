@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,6 +53,20 @@ def vnni() -> bool:
 def inference(x: torch.Tensor) -> bool:
     """Whether `x` may take tinylm's fused ops: fp32 on the CPU, outside autograd, with the ops built."""
     return x.dtype == torch.float32 and x.is_cpu and not torch.is_grad_enabled() and ops() is not None
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Within it, `ops()` is None: layers built inside use torch's kernels (for side-by-side measurements)."""
+    before = os.environ.get("TINYLM_KERNELS")
+    os.environ["TINYLM_KERNELS"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TINYLM_KERNELS"]
+        else:
+            os.environ["TINYLM_KERNELS"] = before
 
 
 @functools.cache

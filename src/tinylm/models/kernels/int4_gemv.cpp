@@ -99,16 +99,12 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tens
   auto shape = x.sizes().vec();
   shape.back() = N;
   auto y = at::empty(shape, x.options());
-  // Each activation row, per group: int8 values and scale, then the same of what they leave out (so the
-  // activations carry about 14 bits, finer than bf16), and the exact fp32 sum.
+  // Each activation group as two int8 parts (split.h) with the exact fp32 sum of the group.
   const float* xp = xc.data_ptr<float>();
-  std::vector<int8_t> x1(M * K), x2(M * K);
-  std::vector<float> d1(M * groups), d2(M * groups), sx(M * groups);
+  const tinylm::Split parts(xp, M * groups, kGroup);
+  std::vector<float> sx(M * groups);
   for (int64_t i = 0; i < M * groups; ++i) {
     const float* v = xp + i * kGroup;
-    float rest[kGroup];
-    d1[i] = tinylm::quantize(v, kGroup, x1.data() + i * kGroup, rest);
-    d2[i] = tinylm::quantize(rest, kGroup, x2.data() + i * kGroup, rest);
     sx[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(v), _mm512_loadu_ps(v + 16)));
   }
   const uint8_t* wp = pc.data_ptr<uint8_t>();
@@ -126,11 +122,12 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tens
         __m512 out[kBlock];
         const int R = M - m >= kBlock ? kBlock : 1;
         const int64_t g = m * groups;
-        const int8_t *a = x1.data() + m * K, *b = x2.data() + m * K;
+        const int8_t *a = parts.x1.data() + m * K, *b = parts.x2.data() + m * K;
+        const float *d1 = parts.d1.data() + g, *d2 = parts.d2.data() + g;
         if (R == kBlock)
-          tile_rows<kBlock>(tile, ts, tm, a, b, d1.data() + g, d2.data() + g, sx.data() + g, K, groups, out);
+          tile_rows<kBlock>(tile, ts, tm, a, b, d1, d2, sx.data() + g, K, groups, out);
         else
-          tile_rows<1>(tile, ts, tm, a, b, d1.data() + g, d2.data() + g, sx.data() + g, K, groups, out);
+          tile_rows<1>(tile, ts, tm, a, b, d1, d2, sx.data() + g, K, groups, out);
         for (int r = 0; r < R; ++r, ++m) {
           if (bp) out[r] = _mm512_add_ps(out[r], _mm512_loadu_ps(bp + t * kRows));
           _mm512_storeu_ps(yp + m * N + t * kRows, out[r]);

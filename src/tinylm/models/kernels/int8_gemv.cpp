@@ -38,13 +38,11 @@ at::Tensor int8_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& s
   shape.back() = N;
   auto y = at::empty(shape, x.options());
   const float* xp = xc.data_ptr<float>();
-  std::vector<int8_t> x1(M * K), x2(M * K);
-  std::vector<float> rest(K), d1(M), d2(M);
-  std::vector<int32_t> s1(M), s2(M);
+  const tinylm::Split parts(xp, M, K);  // each row as two int8 parts (split.h)
+  std::vector<int32_t> s1(M), s2(M);     // 128 * the sum of each part: what w + 128 adds
   for (int64_t m = 0; m < M; ++m) {
-    d1[m] = tinylm::quantize(xp + m * K, K, x1.data() + m * K, rest.data());
-    d2[m] = tinylm::quantize(rest.data(), K, x2.data() + m * K, rest.data());
-    s1[m] = 128 * sum_bytes(x1.data() + m * K, K), s2[m] = 128 * sum_bytes(x2.data() + m * K, K);
+    s1[m] = 128 * sum_bytes(parts.x1.data() + m * K, K);
+    s2[m] = 128 * sum_bytes(parts.x2.data() + m * K, K);
   }
   const int8_t* qp = qc.data_ptr<int8_t>();
   const uint16_t* sp = reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>());
@@ -57,7 +55,7 @@ at::Tensor int8_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& s
       float row_scale;
       std::memcpy(&row_scale, &bits, 4);
       for (int64_t m = 0; m < M; ++m) {
-        const int8_t *a = x1.data() + m * K, *b = x2.data() + m * K;
+        const int8_t *a = parts.x1.data() + m * K, *b = parts.x2.data() + m * K;
         __m512i a_sum = _mm512_setzero_si512(), b_sum = _mm512_setzero_si512();
         for (int64_t k = 0; k < K; k += 64) {
           _mm_prefetch(reinterpret_cast<const char*>(w + k + kPrefetch), _MM_HINT_T0);
@@ -65,8 +63,8 @@ at::Tensor int8_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& s
           a_sum = _mm512_dpbusd_epi32(a_sum, u, _mm512_loadu_si512(a + k));
           b_sum = _mm512_dpbusd_epi32(b_sum, u, _mm512_loadu_si512(b + k));
         }
-        const float dot = d1[m] * static_cast<float>(_mm512_reduce_add_epi32(a_sum) - s1[m]) +
-                          d2[m] * static_cast<float>(_mm512_reduce_add_epi32(b_sum) - s2[m]);
+        const float dot = parts.d1[m] * static_cast<float>(_mm512_reduce_add_epi32(a_sum) - s1[m]) +
+                          parts.d2[m] * static_cast<float>(_mm512_reduce_add_epi32(b_sum) - s2[m]);
         yp[m * N + n] = row_scale * dot;
       }
     }

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace tinylm {
 
@@ -24,5 +25,20 @@ inline float quantize(const float* v, int64_t n, int8_t* q, float* rest) {
   }
   return d;
 }
+
+// `blocks` consecutive blocks of n values each (n a multiple of 16), each split into two int8 parts with a
+// scale per block: block i is x1[i] * d1[i] + x2[i] * d2[i] up to the rounding of the second part.
+struct Split {
+  std::vector<int8_t> x1, x2;
+  std::vector<float> d1, d2;
+
+  Split(const float* x, int64_t blocks, int64_t n) : x1(blocks * n), x2(blocks * n), d1(blocks), d2(blocks) {
+    std::vector<float> rest(n);
+    for (int64_t i = 0; i < blocks; ++i) {
+      d1[i] = quantize(x + i * n, n, x1.data() + i * n, rest.data());
+      d2[i] = quantize(rest.data(), n, x2.data() + i * n, rest.data());
+    }
+  }
+};
 
 }  // namespace tinylm
