@@ -41,8 +41,6 @@ def _worker(rank: int, world_size: int, port: int, out: str, fsdp: bool, tiny) -
 def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: bool, tiny) -> None:
     """Train LoRA under FSDP; on a TinyLMError, write its message to OUT/error-rank{rank}.txt."""
     _join_process_group(rank, world_size, port)
-    import torch.distributed as dist
-
     model = tiny.model(lora=True)
     if change_base:
         with torch.no_grad():
@@ -51,7 +49,6 @@ def _lora_worker(rank: int, world_size: int, port: int, out: str, change_base: b
         train(model, tiny.objective(), tiny.config(max_steps=4, checkpoint_every=2, fsdp=True), out)
     except TinyLMError as e:
         (Path(out) / f"error-rank{rank}.txt").write_text(str(e))
-    dist.destroy_process_group()
 
 
 def _losses(run_dir) -> list[float]:

@@ -13,6 +13,7 @@ addresses from torchrun's store.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 
@@ -58,8 +59,12 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
 
 
 def _leave() -> None:
+    """Destroy the process group at exit, then free the objects that still hold it. A reference cycle (the
+    traceback of a failed run keeps its FSDP-sharded model in one) would otherwise free gloo's threads
+    during interpreter shutdown, which aborts the process instead of letting it exit with its error."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
 
 
 def backbones(model: nn.Module) -> list[Backbone]:
