@@ -1,15 +1,19 @@
-"""tinylm's own CPU kernels against the torch ops they stand in for: RMSNorm, rotary, the int8 LM head.
+"""tinylm's own CPU kernels against the torch ops they stand in for: RMSNorm, rotary, the int8 LM head,
+cached attention, and a whole Llama block as one op.
 
 (The int4 kernel is tested with the int4 layers, in test_quant.py.)"""
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tinylm.models import kernels
+from tinylm.models.components.attention import causal_mask
 from tinylm.models.components.norm import RMSNorm
 from tinylm.models.components.rope import RotaryEmbedding, apply_rotary
-from tinylm.models.quant import Int8Linear
+from tinylm.models.quant import Int8Linear, quantize_int4
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,3 +89,32 @@ def test_cached_attention_matches_sdpa_and_reads_each_query_alone(built):
             q[:, :, t : t + 1], k[:, :, :end], v[:, :, :end], None, D**-0.5
         )
         assert torch.equal(alone[0, :, 0], causal[0, :, t])
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["llama", "qwen2-biases"])
+def test_llama_block_op_is_bitwise_the_modules_it_replaces(built, random_llama, bias):
+    if not kernels.vnni():
+        pytest.skip("the int4 layers the block op reads need a CPU with AVX-512 VNNI")
+    model = random_llama(d_model=64, n_head=4, n_kv_head=2, d_ff=96, attn_bias=bias)
+    quantize_int4(model)
+    B, past, T = 2, 7, 3
+    cache = model.new_cache(B, 16)
+    padding = torch.ones(B, past, dtype=torch.long)
+    padding[1, :2] = 0  # a left-padded row
+    with torch.inference_mode():
+        model(torch.randint(0, 101, (B, past)), attention_mask=padding, cache=cache)
+        cache.extend_mask(torch.ones(B, T, dtype=torch.long))
+        mask = causal_mask(cache.mask[:, : past + T], past, T)
+        rotary = model.rotary(torch.arange(past, past + T).expand(B, T))
+        x = torch.randn(B, T, 64)
+        block, theirs = model.blocks[1], copy.deepcopy(cache)
+        assert block._kernel_args(x, rotary, mask, cache) is not None
+        fused = block(x, rotary, mask, cache)
+        h = x + block.attn(block.attn_norm(x), mask, rotary=rotary, cache=theirs)
+        modules = h + block.mlp(block.mlp_norm(h))
+    assert torch.equal(fused, modules)
+    assert torch.equal(cache.keys, theirs.keys) and torch.equal(cache.values, theirs.values)
+    cache.keep([0])  # the first new token of the unpadded row again, alone: the same bits
+    cache.length = past
+    with torch.inference_mode():
+        assert torch.equal(block(x[:1, :1], [r[:1, :1] for r in rotary], None, cache), fused[:1, :1])

@@ -140,6 +140,10 @@ class Int4Linear(LinearLike):
         """Bytes of the packed weight with its scales."""
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
+    def kernel_weights(self) -> list[torch.Tensor] | None:
+        """[packed, scale, minimum] of tinylm's own kernel, for ops that call it from C++; None on torch's."""
+        return [self.packed, self.scale, self.minimum] if self.own else None
+
     def dequantize(self) -> torch.Tensor:
         """The fp32 weight (out, in) the kernel computes with, per group: scale * q + minimum (own kernel),
         or torch's (q - 8) * scale + zero."""

@@ -5,12 +5,15 @@ to float and run at a fraction of memory bandwidth, and RMSNorm and the rotary e
 ops each. `int4_gemv.cpp` (the blocks) and `int8_gemv.cpp` (the LM head) multiply in integers (AVX-512
 VNNI; each activation split into two int8 parts, `split.h`, finer than bf16), and `rope_norm.cpp` does
 RMSNorm and the rotary embedding in one op each; `attention.cpp` attends a few new queries to the KV
-cache in one op, each query on its own (so speculative verification needs no per-query loop). They are built with torch's extension tools (a C++
-compiler and ninja) into torch's extension cache, so later processes load them at once;
-`python -m tinylm.models.kernels` (run by `make setup`) builds them ahead. Where they cannot be built, or with TINYLM_KERNELS=0, `ops()` is None and the model
-runs on torch's ops alone; `vnni()` also needs a CPU with AVX-512 VNNI. The build targets this CPU
-(-march=native): machines of different CPUs sharing one home directory should each set their own
-TORCH_EXTENSIONS_DIR.
+cache in one op, each query on its own (so speculative verification needs no per-query loop); and
+`llama_block.cpp` runs a whole int4 Llama block of a decode step as one op, calling the others from C++
+(`ops.h`), so a step is 30 calls from Python instead of about 400.
+
+They are built with torch's extension tools (a C++ compiler and ninja) into torch's extension cache, so
+later processes load them at once; `python -m tinylm.models.kernels` (run by `make setup`) builds them
+ahead. Where they cannot be built, or with TINYLM_KERNELS=0, `ops()` is None and the model runs on torch's
+ops alone; `vnni()` also needs a CPU with AVX-512 VNNI. The build targets this CPU (-march=native):
+machines of different CPUs sharing one home directory should each set their own TORCH_EXTENSIONS_DIR.
 
 The int4 kernel reads its own layout, which `pack_int4` makes and `unpack_int4` reverses: for each tile of
 16 output rows and each group of 32 inputs, 4 blocks of 64 bytes, byte (row, b) of block p holding
@@ -31,7 +34,7 @@ import torch
 
 SOURCES = [
     Path(__file__).with_name(name)
-    for name in ("int4_gemv.cpp", "int8_gemv.cpp", "rope_norm.cpp", "attention.cpp")
+    for name in ("int4_gemv.cpp", "int8_gemv.cpp", "rope_norm.cpp", "attention.cpp", "llama_block.cpp")
 ]
 GROUP = 32
 """Inputs per scale the kernel reads (Q4_1's block)."""
@@ -77,7 +80,10 @@ def _build():
         load(
             "tinylm_cpu",
             [str(s) for s in SOURCES],
-            extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd"],
+            # -fopenmp: without it ATen's parallel_for runs serially; the extension then shares torch's
+            # OpenMP runtime (the same libgomp.so.1), so torch.set_num_threads governs it too
+            extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
             is_python_module=False,
             verbose=False,
         )

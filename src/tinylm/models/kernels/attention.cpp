@@ -10,14 +10,88 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "ops.h"
+
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
-namespace {
+namespace tinylm {
 
-constexpr int kLanes = 16;
+constexpr int kLanes = 16;  // partial sums: one AVX-512 register, two AVX2 ones
+constexpr float kHidden = -std::numeric_limits<float>::infinity();
+
+// The 16 partial sums added pairwise: a chain of 4 additions where one after the other would take 16.
+inline float lane_sum(float* part) {
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) part[l] += part[l + w];
+  return part[0];
+}
+
+inline float dot(const float* a, const float* b, int64_t D) {
+  float part[kLanes] = {};
+  for (int64_t d = 0; d < D; d += kLanes)
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) part[l] += a[d + l] * b[d + l];
+  return lane_sum(part);
+}
+
+// exp(x) for x <= 0, vectorisable: 2^n times Cephes' polynomial for exp on [-ln2/2, ln2/2] (about 1 ulp);
+// 0 below -87, where float's normal range ends, and for hidden keys (-inf).
+#pragma omp declare simd
+inline float exp_nonpositive(float x) {
+  const float xc = std::fmax(x, -87.0f);
+  const float n = std::nearbyint(xc * 1.44269504f);
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return x < -87.0f ? 0.0f : p * two_n;
+}
+
+// One query over the keys it may see: `score` has room for S rounded up to 16, so every sum runs over whole
+// groups of 16 whatever S is, and keys beyond the query's own add exact zeros: the result does not depend
+// on how many later queries came in the same call.
+inline void attend(const float* q, const float* keys, int64_t ks, const float* values, int64_t vs,
+                   const bool* allowed, int64_t last, int64_t S, int64_t D, float scale, float* score,
+                   float* acc, float* out) {
+  const int64_t padded = (S + kLanes - 1) / kLanes * kLanes;
+  for (int64_t j = 0; j < S; ++j)
+    score[j] = (allowed ? allowed[j] : j <= last) ? dot(q, keys + j * ks, D) * scale : kHidden;
+  for (int64_t j = S; j < padded; ++j) score[j] = kHidden;
+  float top[kLanes], sums[kLanes] = {};
+  for (int l = 0; l < kLanes; ++l) top[l] = kHidden;
+  for (int64_t j = 0; j < padded; j += kLanes)
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) top[l] = std::fmax(top[l], score[j + l]);
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) top[l] = std::fmax(top[l], top[l + w]);
+  for (int64_t j = 0; j < padded; j += kLanes)
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      score[j + l] = exp_nonpositive(score[j + l] - top[0]);
+      sums[l] += score[j + l];
+    }
+  const float total = lane_sum(sums);
+  for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+  for (int64_t j = 0; j < S; ++j) {
+    const float p = score[j];
+    if (p == 0) continue;  // hidden (adding 0 * v changes nothing but costs a pass over v)
+    const float* v = values + j * vs;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) acc[d] += p * v[d];
+  }
+  for (int64_t d = 0; d < D; ++d) out[d] = acc[d] / total;
+}
 
 // q (B, H, T, D), k and v (B, Hkv, S, D) with unit stride over D; mask (B, 1, T, S) bool, or none for the
 // causal pattern with the T queries at the last T positions. Returns (B, H, T, D).
@@ -45,53 +119,20 @@ at::Tensor cached_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const int64_t vb = v.stride(0), vh = v.stride(1), vs = v.stride(2);
   const float sc = static_cast<float>(scale);
   at::parallel_for(0, B * H * T, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> score(S);
-    std::vector<float> acc(D);
+    std::vector<float> score(S + kLanes), acc(D);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (H * T), h = (i / T) % H, t = i % T;
-      const float* qv = qp + i * D;
-      const float* kbase = kp + b * kb + (h / group) * kh;
-      const float* vbase = vp + b * vb + (h / group) * vh;
-      const bool* allowed = mp ? mp + (b * T + t) * S : nullptr;
-      const int64_t last = S - T + t;  // the query's own position
-      constexpr float kHidden = -std::numeric_limits<float>::infinity();
-      float top = kHidden;
-      for (int64_t j = 0; j < S; ++j) {
-        if (allowed ? !allowed[j] : j > last) {
-          score[j] = kHidden;
-          continue;
-        }
-        const float* kv = kbase + j * ks;
-        float part[kLanes] = {};  // 16 partial sums: one vector register
-        for (int64_t d = 0; d < D; d += kLanes)
-          for (int l = 0; l < kLanes; ++l) part[l] += qv[d + l] * kv[d + l];
-        float dot = 0;
-        for (int l = 0; l < kLanes; ++l) dot += part[l];
-        score[j] = dot * sc;
-        top = std::fmax(top, score[j]);
-      }
-#pragma omp simd
-      for (int64_t j = 0; j < S; ++j) score[j] = std::exp(score[j] - top);  // hidden keys: exp(-inf) = 0
-      float total = 0;
-      for (int64_t d = 0; d < D; ++d) acc[d] = 0;
-      for (int64_t j = 0; j < S; ++j) {
-        const float p = score[j];
-        if (p == 0) continue;
-        total += p;
-        const float* vv = vbase + j * vs;
-        for (int64_t d = 0; d < D; ++d) acc[d] += p * vv[d];
-      }
-      float* out = yp + i * D;
-      for (int64_t d = 0; d < D; ++d) out[d] = acc[d] / total;
+      attend(qp + i * D, kp + b * kb + (h / group) * kh, ks, vp + b * vb + (h / group) * vh, vs,
+             mp ? mp + (b * T + t) * S : nullptr, S - T + t, S, D, sc, score.data(), acc.data(), yp + i * D);
     }
   });
   return y;
 }
 
-}  // namespace
+}  // namespace tinylm
 
 TORCH_LIBRARY_FRAGMENT(tinylm, m) {
   m.def("cached_attention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tinylm, CPU, m) { m.impl("cached_attention", cached_attention); }
+TORCH_LIBRARY_IMPL(tinylm, CPU, m) { m.impl("cached_attention", tinylm::cached_attention); }

@@ -14,6 +14,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "ops.h"
+
 #include <cstdint>
 #include <vector>
 
@@ -82,7 +84,13 @@ inline void tile_rows(const uint8_t* tile, const uint16_t* scale, const uint16_t
   }
 }
 
-// y (..., out) = x (..., in) @ w.T (+ bias), for fp32 x and the packed int4 w.
+#endif
+
+}  // namespace
+
+namespace tinylm {
+
+#ifdef TINYLM_INT4_VNNI
 at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                    const at::Tensor& minimum, const std::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kFloat, "int4_mm: x must be fp32");
@@ -144,11 +152,11 @@ at::Tensor int4_mm(const at::Tensor&, const at::Tensor&, const at::Tensor&, cons
 }
 #endif
 
-}  // namespace
+}  // namespace tinylm
 
 TORCH_LIBRARY(tinylm, m) {
   m.def("vnni_supported() -> bool", &supported);
   m.def("int4_mm(Tensor x, Tensor packed, Tensor scale, Tensor minimum, Tensor? bias) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tinylm, CPU, m) { m.impl("int4_mm", int4_mm); }
+TORCH_LIBRARY_IMPL(tinylm, CPU, m) { m.impl("int4_mm", tinylm::int4_mm); }

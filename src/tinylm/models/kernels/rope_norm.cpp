@@ -9,10 +9,12 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "ops.h"
+
 #include <cmath>
 #include <cstdint>
 
-namespace {
+namespace tinylm {
 
 constexpr int kLanes = 16;  // partial sums, so the compiler can keep a squared sum in one vector
 
@@ -68,7 +70,7 @@ void rope_(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, int64_t h
   });
 }
 
-}  // namespace
+}  // namespace tinylm
 
 TORCH_LIBRARY_FRAGMENT(tinylm, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
@@ -76,6 +78,6 @@ TORCH_LIBRARY_FRAGMENT(tinylm, m) {
 }
 
 TORCH_LIBRARY_IMPL(tinylm, CPU, m) {
-  m.impl("rms_norm", rms_norm);
-  m.impl("rope_", rope_);
+  m.impl("rms_norm", tinylm::rms_norm);
+  m.impl("rope_", tinylm::rope_);
 }

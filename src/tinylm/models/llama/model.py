@@ -12,14 +12,16 @@ import torch
 from torch import nn
 
 from ...errors import TinyLMError
+from .. import kernels
 from ..base import Backbone
 from ..components.attention import Attention, causal_mask
 from ..components.cache import KVCache
 from ..components.init import init_weights
-from ..components.mlp import MLPS
-from ..components.norm import make_norm
+from ..components.mlp import MLPS, SwiGLU
+from ..components.norm import RMSNorm, make_norm
 from ..components.rope import RotaryEmbedding
 from ..config import ModelConfig
+from ..quant import Int4Linear
 
 
 class Block(nn.Module):
@@ -33,8 +35,52 @@ class Block(nn.Module):
         self.mlp = MLPS[c.mlp](c.d_model, c.d_ff, c.mlp_bias)
 
     def forward(self, x, rotary, mask, cache):
+        args = self._kernel_args(x, rotary, mask, cache)
+        if args is not None:  # the whole block in one op (`tinylm.models.kernels`): a decode step
+            return torch.ops.tinylm.llama_block(*args)
         x = x + self.attn(self.attn_norm(x), mask, rotary=rotary, cache=cache)
         return x + self.mlp(self.mlp_norm(x))
+
+    def _kernel_args(self, x, rotary, mask, cache) -> tuple | None:
+        """The arguments of `llama_block`, when it can compute this call: a few new tokens against the cache
+        at inference, RMSNorm, SwiGLU and int4 linears on tinylm's own kernel (q/k/v and gate/up fused, no
+        other biases), as `quantize="int4"` leaves a Llama on an AVX-512 VNNI CPU; else None."""
+        attn, mlp, norms = self.attn, self.mlp, (self.attn_norm, self.mlp_norm)
+        if (
+            cache is None
+            or rotary is None
+            or x.shape[1] > attn.CACHED_QUERIES
+            or (mask is not None and mask.dtype != torch.bool)
+            or self.training
+            or attn.scale is not None
+            or attn.head_dim % 16
+            or type(mlp) is not SwiGLU
+            or not all(isinstance(n, RMSNorm) and n.eps == norms[0].eps for n in norms)
+            or not kernels.inference(x)
+        ):
+            return None
+        linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        if not all(isinstance(m, Int4Linear) and m.own for m in linears):
+            return None
+        if any(m.bias is not None for m in linears[1:]):
+            return None
+        qkv, o, gate_up, down = (m.kernel_weights() for m in linears)
+        weights = [norms[0].weight, *qkv, *o, norms[1].weight, *gate_up, *down]
+        keys, values = cache.keys[attn.layer_idx], cache.values[attn.layer_idx]
+        heads, scale = (attn.n_head, attn.n_kv_head), attn.head_dim**-0.5
+        return (
+            x,
+            weights,
+            attn.qkv_proj.bias,
+            *rotary,
+            keys,
+            values,
+            cache.length,
+            mask,
+            *heads,
+            norms[0].eps,
+            scale,
+        )
 
 
 class Llama(Backbone):
