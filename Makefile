@@ -38,10 +38,13 @@ lint: $(STAMP)
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
 
-# References that only benchmarks compare against; llama-cpp-python compiles llama.cpp (several minutes).
+# References that only benchmarks compare against; llama-cpp-python compiles llama.cpp (several minutes),
+# for this CPU but without AMX: on a Xeon with AMX its int8 tile path crashed on the Q4_1 model
+# (segfault in ggml_backend_amx_mul_mat), and batch-1 decoding is bound by memory, not by the matmul units.
 LLAMA_CPP := llama-cpp-python==0.3.36
+NO_AMX := -mno-amx-int8 -mno-amx-tile -mno-amx-bf16
 bench-deps: $(STAMP)
-	$(PIP) install -q $(LLAMA_CPP)
+	CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" $(PIP) install -q $(LLAMA_CPP)
 
 clean:
 	rm -rf .venv runs build dist src/*.egg-info

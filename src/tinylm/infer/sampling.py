@@ -177,6 +177,10 @@ def choose_tokens(
     generated: list[torch.Tensor],
 ) -> torch.Tensor:
     """The next token of every row (B,), from raw logits (B, V) and each row's settings and history."""
+    if all(p.greedy for p in params):  # the argmax after penalties: no distribution to build and draw from
+        if any(p.uses_penalties for p in params):
+            logits = apply_penalties(logits.clone(), params, seen, generated)
+        return logits.argmax(-1).cpu()
     probs = token_distribution(logits, params, seen, generated)
     rows = zip(probs, params, generators, strict=True)
     return torch.tensor([draw(row, p.greedy, g) for row, p, g in rows], dtype=torch.long)
