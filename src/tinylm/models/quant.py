@@ -142,7 +142,10 @@ class Int4Linear(LinearLike):
 
     def kernel_weights(self) -> list[torch.Tensor] | None:
         """[packed, scale, minimum] of tinylm's own kernel, for ops that call it from C++; None on torch's."""
-        return [self.packed, self.scale, self.minimum] if self.own else None
+        if not self.own:
+            return None
+        buffers = self._buffers  # not nn.Module.__getattr__: this runs for every layer of every decode step
+        return [buffers["packed"], buffers["scale"], buffers["minimum"]]
 
     def dequantize(self) -> torch.Tensor:
         """The fp32 weight (out, in) the kernel computes with, per group: scale * q + minimum (own kernel),
