@@ -118,3 +118,23 @@ def test_llama_block_op_is_bitwise_the_modules_it_replaces(built, random_llama, 
     cache.length = past
     with torch.inference_mode():
         assert torch.equal(block(x[:1, :1], [r[:1, :1] for r in rotary], None, cache), fused[:1, :1])
+
+
+def test_kernels_give_the_same_bits_on_one_thread_or_two(built, random_llama):
+    """The ops split their rows, tiles or queries over OpenMP threads, each output computed by one thread in
+    a fixed order, so the thread count must not change a bit (a server and a benchmark may differ in it)."""
+    if not kernels.vnni():
+        pytest.skip("the int4 layers need a CPU with AVX-512 VNNI")
+    model = random_llama(d_model=64, n_head=4, n_kv_head=2, d_ff=96)
+    quantize_int4(model)
+    ids = torch.randint(0, 101, (2, 12))
+
+    def logits_of_a_step() -> torch.Tensor:
+        cache = model.new_cache(2, 16)
+        with torch.inference_mode():
+            model(ids, cache=cache)
+            return model(ids[:, :3], attention_mask=torch.ones(2, 3), cache=cache)
+
+    one = logits_of_a_step()
+    torch.set_num_threads(2)  # the fixture sets 1 and restores the count afterwards
+    assert torch.equal(logits_of_a_step(), one)
