@@ -12,6 +12,7 @@ from tinylm.cli import main
 from tinylm.errors import TinyLMError
 from tinylm.infer import Engine, SamplingParams
 from tinylm.infer.chat import ChatSession
+from tinylm.infer.engine import Batch, Prefill
 from tinylm.infer.text import TextStream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,6 +73,24 @@ def test_repeated_prompts_are_prefilled_once(engine):
     assert shapes[0] == (1, len(group[0].prompt_ids)) and all(s[1] == 1 for s in shapes[1:])
     alone = engine.generate([PROMPTS[1]], GREEDY)[0]
     assert all(s.token_ids == alone.token_ids for s in group[:3])
+
+
+def test_a_prompt_read_in_chunks_decodes_as_in_one_pass(engine):
+    # Left-padded prompts of different lengths, a repeated one among them, read 3 columns at a time.
+    prompts = [PROMPTS[1], PROMPTS[4], PROMPTS[1], PROMPTS[3]]
+    seqs = [engine.sequence(p, GREEDY) for p in prompts]
+    prefill, batch = Prefill(engine.model, seqs), Batch(engine)
+    passes = 0
+    while not prefill.finished:
+        prefill.feed(3)
+        passes += 1
+    assert passes == -(-max(len(s.prompt_ids) for s in seqs) // 3)
+    batch.join(prefill)
+    while batch.seqs:
+        batch.step()
+    for seq, alone in zip(seqs, engine.generate(prompts, GREEDY), strict=True):
+        assert seq.token_ids == alone.token_ids
+        assert seq.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
 
 
 def test_stop_token_and_stop_string(engine):

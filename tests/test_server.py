@@ -287,14 +287,21 @@ def test_defaults_hold_a_burst(roomy):
         assert {r.status_code for r in pool.map(ask, range(48))} == {200}
 
 
-def test_admission_is_capped_per_step_and_running_streams_advance_every_step(engine, monkeypatch):
-    # max_prefill_tokens=1 admits one waiting request per step; every step in between decodes all the others.
+def record_joins_and_steps(monkeypatch) -> list[tuple[str, int]]:
+    """("join", sequences joining) and ("step", sequences stepped) for every call the scheduler makes."""
     calls = []
-    add, step = Batch.add, Batch.step
-    monkeypatch.setattr(Batch, "add", lambda self, seqs: calls.append(("add", len(seqs))) or add(self, seqs))
+    join, step = Batch.join, Batch.step
+    monkeypatch.setattr(Batch, "join", lambda self, p: calls.append(("join", len(p.seqs))) or join(self, p))
     monkeypatch.setattr(Batch, "step", lambda self: calls.append(("step", len(self.seqs))) or step(self))
+    return calls
+
+
+def test_admission_is_capped_per_step_and_running_streams_advance_every_step(engine, monkeypatch):
+    # max_prefill_tokens=1 admits one waiting request at a time, read a token per step; every step in between
+    # decodes all the others.
+    calls = record_joins_and_steps(monkeypatch)
     scheduler = Scheduler(engine, max_batch=4, max_queue=8, threads=1, max_prefill_tokens=1)
-    params = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
+    params = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True)  # all run when the last joins
 
     async def run() -> list[list[str]]:
         jobs = [scheduler.submit([engine.sequence(p, params)]) for p in ["To be", "q", "The quick", "床前"]]
@@ -305,11 +312,42 @@ def test_admission_is_capped_per_step_and_running_streams_advance_every_step(eng
             scheduler.stop()
 
     texts = asyncio.run(run())
-    assert [c for c in calls if c[0] == "add"] == [("add", 1)] * 4
-    assert all(b[0] == "step" for a, b in pairwise(calls) if a[0] == "add")  # no stream skips a step
-    assert [c for c in calls if c[0] == "step"][:4] == [("step", 1), ("step", 2), ("step", 3), ("step", 4)]
+    assert [c for c in calls if c[0] == "join"] == [("join", 1)] * 4
+    assert all(b[0] == "step" for a, b in pairwise(calls) if a[0] == "join")  # no stream skips a step
+    assert [b[1] for a, b in pairwise(calls) if a[0] == "join"] == [1, 2, 3, 4]  # each joins the others
     want = engine.generate(["To be", "q", "The quick", "床前"], params)
     assert ["".join(t) for t in texts] == [s.text for s in want]
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_streams_steps(engine, monkeypatch):
+    calls = record_joins_and_steps(monkeypatch)
+    passes = []
+    handle = engine.model.register_forward_pre_hook(lambda _, args: passes.append(args[0].shape[1]))
+    scheduler = Scheduler(engine, max_batch=4, max_queue=8, threads=1, max_prefill_tokens=4)
+    params = SamplingParams(temperature=0, max_new_tokens=16, ignore_eos=True)
+    long = "or not to be, that is the question: whether 'tis nobler in the mind to suffer"
+    n_long = len(engine.tokenizer.encode(long))
+
+    async def run() -> list[str]:
+        jobs = [scheduler.submit([engine.sequence(p, params)]) for p in ["To be", long]]
+        scheduler.start()
+        try:
+            return ["".join([d async for _, d in job.deltas() if d is not None]) for job in jobs]
+        finally:
+            scheduler.stop()
+
+    try:
+        texts = asyncio.run(run())
+    finally:
+        handle.remove()
+    # the first prompt alone, at once; the long one 4 columns a pass, each pass followed by a decode step
+    chunks = [t for t in passes if t > 1][1:]
+    assert chunks == [4] * (n_long // 4) + ([n_long % 4] if n_long % 4 else [])
+    first_join = calls.index(("join", 1))
+    assert [c for c in calls[first_join + 1 :] if c[0] == "step"][: len(chunks)] == [("step", 1)] * len(
+        chunks
+    )
+    assert texts == [s.text for s in engine.generate(["To be", long], params)]
 
 
 @pytest.fixture

@@ -194,8 +194,53 @@ def sample(model: Backbone, tokenizer, prompts: list[list[int]], params: Samplin
     return seqs
 
 
+class Prefill:
+    """Prompts being read into a cache of their own before they join a `Batch` (`Batch.join`).
+
+    `feed` reads the next columns of the left-padded prompts. A model that reads a prompt in parts exactly as
+    in one pass (`Backbone.chunked_prefill`: a causal decoder) may take it a chunk at a time, so a server can
+    put decode steps of its running streams between the chunks of a long prompt. Repeated prompts (a
+    request's n choices, a GRPO group) are read once; their rows are copied when they join.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: Backbone, seqs: list[Sequence]) -> None:
+        self.model, self.seqs = model, seqs
+        first: dict[tuple[int, ...], int] = {}
+        self.rows = [first.setdefault(tuple(s.prompt_ids), len(first)) for s in seqs]
+        n = max(map(len, first))
+        self.ids = torch.zeros(len(first), n, dtype=torch.long, device=model.device)
+        self.mask = torch.zeros(len(first), n, dtype=torch.long, device=model.device)
+        for i, prompt in enumerate(first):
+            self.ids[i, n - len(prompt) :] = torch.tensor(prompt)
+            self.mask[i, n - len(prompt) :] = 1
+        # Room for the next tokens; the cache grows as needed, so a long max_new_tokens costs no memory up front.
+        room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs))
+        self.cache = model.new_cache(len(first), n + room)
+        self.read = 0
+        """Columns read so far."""
+        self.logits: torch.Tensor | None = None
+        """Next-token logits of each distinct prompt (rows, vocab), once the last column is read."""
+
+    @property
+    def finished(self) -> bool:
+        return self.read == self.ids.shape[1]
+
+    @torch.inference_mode()
+    def feed(self, columns: int | None = None) -> None:
+        """Read the next `columns` columns of every prompt; all that are left when None, or when the model
+        can only read a prompt in one pass."""
+        end = self.ids.shape[1]
+        if columns is not None and self.model.chunked_prefill:
+            end = min(end, self.read + max(1, columns))
+        ids, mask = self.ids[:, self.read : end], self.mask[:, self.read : end]
+        self.logits = self.model(ids, attention_mask=mask, cache=self.cache, keep=1)[:, -1]
+        self.read = end
+
+
 class Batch:
-    """The sequences decoding together and their shared cache; `add` and `step` advance them.
+    """The sequences decoding together and their shared cache; `add` (or a `Prefill` and `join`) and `step`
+    advance them.
 
     Both return `(sequence, new_text)` for every sequence that produced a token. Finished sequences leave
     the batch (and the cache) at once.
@@ -206,33 +251,33 @@ class Batch:
         self.seqs: list[Sequence] = []
         self.cache: Cache | None = None
 
-    @torch.inference_mode()
     def add(self, seqs: list[Sequence]) -> list[tuple[Sequence, str]]:
-        """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join.
+        """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join."""
+        prefill = Prefill(self.engine.model, seqs)
+        prefill.feed()
+        return self.join(prefill)
 
-        Repeated prompts (a request's n choices, a GRPO group) are prefilled once and their cache rows copied.
-        """
-        model = self.engine.model
-        device = model.device
-        first: dict[tuple[int, ...], int] = {}
-        rows = [first.setdefault(tuple(s.prompt_ids), len(first)) for s in seqs]
-        n = max(map(len, first))
-        ids = torch.zeros(len(first), n, dtype=torch.long, device=device)
-        mask = torch.zeros(len(first), n, dtype=torch.long, device=device)
-        for i, prompt in enumerate(first):
-            ids[i, n - len(prompt) :] = torch.tensor(prompt)
-            mask[i, n - len(prompt) :] = 1
-        # Room for the next tokens; the cache grows as needed, so a long max_new_tokens costs no memory up front.
-        room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs + self.seqs))
-        cache = model.new_cache(len(first), n + room)
-        logits = model(ids, attention_mask=mask, cache=cache, keep=1)[:, -1]
-        if len(first) < len(seqs):
+    @torch.inference_mode()
+    def join(self, prefill: Prefill) -> list[tuple[Sequence, str]]:
+        """Take in the sequences of a finished `prefill` that are still live, sampling their first tokens."""
+        live = [i for i, s in enumerate(prefill.seqs) if not s.finished]  # a cancelled one has no row here
+        if not live:
+            return []
+        seqs, rows, cache, logits = (
+            [prefill.seqs[i] for i in live],
+            prefill.rows,
+            prefill.cache,
+            prefill.logits,
+        )
+        rows = [rows[i] for i in live]
+        if rows != list(range(cache.batch_size)):  # repeated prompts read once, or cancelled rows
             cache.keep(rows)
             logits = logits[rows]
+        room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs + self.seqs))
         if self.cache is None:
             self.cache = cache
         else:
-            self.cache.merge(cache, max(self.cache.length, n) + room)
+            self.cache.merge(cache, max(self.cache.length, cache.length) + room)
         self.seqs += seqs
         return self._advance(seqs, logits)
 

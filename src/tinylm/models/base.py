@@ -53,6 +53,9 @@ class Backbone(nn.Module):
     blocks: nn.ModuleList
     norm: nn.Module
     lm_head: nn.Linear
+    chunked_prefill: bool = False
+    """Whether a prompt may be read over the cache in several passes, giving what one pass gives (a causal
+    decoder; not a prefix LM, whose prompt is one bidirectional prefix, nor an encoder-decoder)."""
 
     def hidden(
         self,

@@ -448,8 +448,8 @@ def serve(
         draft_model: Checkpoint directory of a small model on the same tokenizer, for `--speculative draft`.
         draft_tokens: Most tokens drafted per step.
         max_prefill_tokens: Most prompt tokens (padding included) prefilled between two decode steps, so
-            admitting a crowd of new requests delays the running streams' next token only that much; one
-            longer prompt is still prefilled alone.
+            admitting a crowd of new requests, or a long prompt (read in chunks), delays the running
+            streams' next token only that much.
     """
     import uvicorn
 

@@ -1,8 +1,8 @@
 """One decode thread that serves every request, batching them together (continuous batching).
 
 Requests wait in a bounded queue. Between two decode steps the thread drops cancelled requests and admits
-waiting ones (prefilled together, then merged into the running batch); then one step gives every running
-sequence its next token.
+waiting ones (prefilled together, a chunk of their prompts per step while others decode, then merged into
+the running batch); then one step gives every running sequence its next token.
 Text reaches each request's asyncio queue through its event loop, so HTTP handlers stay non-blocking.
 
 The decode thread uses all cores but one for torch by default: the HTTP event loop and its clients need a
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..infer.engine import Batch, Engine, Sequence
+from ..infer.engine import Batch, Engine, Prefill, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ class Job:
 class Scheduler:
     """Owns the decode thread. `submit` enqueues, `cancel` frees a slot as soon as the step ends.
 
-    Waiting jobs are admitted in arrival order, as many per step as free rows and `max_prefill_tokens`
-    (prompt tokens prefilled per step, padding included) allow; every step then gives each running
-    sequence one token, so a stream waits at most one capped prefill between two of its tokens.
+    Waiting jobs are admitted in arrival order, as many at a time as free rows and `max_prefill_tokens`
+    (prompt tokens prefilled per step, padding included) allow, and prefilled `max_prefill_tokens` at a time
+    (a long prompt in chunks); every step then gives each running sequence one token, so a stream waits at
+    most one capped prefill between two of its tokens.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._batch = Batch(engine)
+        self._prefill: Prefill | None = None  # admitted jobs' prompts being read, a chunk per step
         self._thread = threading.Thread(target=self._run, name="tinylm-decode", daemon=True)
 
     def start(self) -> None:
@@ -156,19 +158,21 @@ class Scheduler:
         torch.set_num_threads(self.threads)
         while True:
             with self._cond:
-                while not (self._waiting or self._batch.seqs or self._cancelled or self._stopping):
+                while not (
+                    self._waiting or self._prefill or self._batch.seqs or self._cancelled or self._stopping
+                ):
                     self._cond.wait()
                 if self._stopping:
                     return
                 cancelled, self._cancelled = self._cancelled, set()
                 self._waiting = deque(j for j in self._waiting if j not in cancelled)
-                admit = self._admissions()
+                admit = self._admissions() if self._prefill is None else []
             try:
                 for job in cancelled:
                     for seq in job.seqs:
                         self._batch.cancel(seq)
                     self._finish(job)
-                outputs = self._batch.add([s for job in admit for s in job.seqs]) if admit else []
+                outputs = self._prefill_some(admit)
                 if self._batch.seqs:
                     outputs += self._batch.step()
             except Exception as e:  # a bug, not a user mistake: fail the batch, keep serving
@@ -187,6 +191,23 @@ class Scheduler:
             for job in over:
                 self._finish(job)
 
+    def _prefill_some(self, admit: list[Job]) -> list[tuple[Sequence, str]]:
+        """Start prefilling the admitted jobs, or go on with the prefill under way: while other sequences
+        decode, `max_prefill_tokens` prompt tokens (padding included) a step, so a long prompt reaches them as
+        chunks between their tokens; with nothing else running, all of it at once. Sequences whose prefill
+        ends join the batch, with their first tokens."""
+        if admit:
+            self._prefill = Prefill(self.engine.model, [s for job in admit for s in job.seqs])
+        if self._prefill is None or all(s.finished for s in self._prefill.seqs):  # none, or all cancelled
+            self._prefill = None
+            return []
+        rows = self._prefill.ids.shape[0]
+        self._prefill.feed(max(1, self.max_prefill_tokens // rows) if self._batch.seqs else None)
+        if not self._prefill.finished:
+            return []
+        prefill, self._prefill = self._prefill, None
+        return self._batch.join(prefill)
+
     def _finish(self, job: Job) -> None:
         with self._cond:
             live = self._jobs.pop(id(job.seqs[0]), None) is not None
@@ -204,4 +225,4 @@ class Scheduler:
         for job in failed:
             job.error = message
             self._finish(job)
-        self._batch = Batch(self.engine)
+        self._batch, self._prefill = Batch(self.engine), None

@@ -106,6 +106,10 @@ class Llama(Backbone):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
+    @property
+    def chunked_prefill(self) -> bool:
+        return not self.config.prefix_lm
+
     def new_cache(self, batch_size: int, capacity: int | None = None) -> KVCache:
         c = self.config
         w = self.embed.weight
