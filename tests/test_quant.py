@@ -108,6 +108,22 @@ def test_a_prompt_of_many_rows_agrees_with_one_row_at_a_time(kernel):
     torch.testing.assert_close(many, one_at_a_time, rtol=2e-2, atol=2e-2)
 
 
+def test_a_long_prompt_on_amx_reads_the_weight_unpacked_to_bf16(monkeypatch):
+    if not kernels.vnni():
+        pytest.skip("tinylm's int4 kernel is unavailable here (it needs a C++ compiler and AVX-512 VNNI)")
+    weight, _ = q4_1_matrix(64, 96)
+    layer = Int4Linear(Int4Weights.quantize(weight), torch.randn(64))
+    unpacked = torch.ops.tinylm.int4_to_bf16(layer.packed, layer.scale, layer.minimum)
+    assert unpacked.dtype == torch.bfloat16
+    torch.testing.assert_close(unpacked.float(), layer.dequantize().bfloat16().float(), rtol=2**-7, atol=1e-6)
+    x = torch.randn(DENSE_ROWS, 96)
+    for amx in (True, False):  # the bf16 matmul, or the integer kernel: the same layer
+        monkeypatch.setattr(kernels, "amx", lambda amx=amx: amx)
+        torch.testing.assert_close(
+            layer(x), nn.functional.linear(x, layer.dequantize(), layer.bias), rtol=2e-2, atol=2e-2
+        )
+
+
 def tiny_llama() -> nn.Module:
     torch.manual_seed(0)
     config = ModelConfig(
