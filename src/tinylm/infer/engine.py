@@ -194,6 +194,12 @@ def sample(model: Backbone, tokenizer, prompts: list[list[int]], params: Samplin
     return seqs
 
 
+def _room(seqs: list[Sequence]) -> int:
+    """Positions to reserve in a cache for the next tokens of `seqs`: the cache grows as needed, so a long
+    max_new_tokens costs no memory up front."""
+    return min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs))
+
+
 class Prefill:
     """Prompts being read into a cache of their own before they join a `Batch` (`Batch.join`).
 
@@ -214,9 +220,7 @@ class Prefill:
         for i, prompt in enumerate(first):
             self.ids[i, n - len(prompt) :] = torch.tensor(prompt)
             self.mask[i, n - len(prompt) :] = 1
-        # Room for the next tokens; the cache grows as needed, so a long max_new_tokens costs no memory up front.
-        room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs))
-        self.cache = model.new_cache(len(first), n + room)
+        self.cache = model.new_cache(len(first), n + _room(seqs))
         self.read = 0
         """Columns read so far."""
         self.logits: torch.Tensor | None = None
@@ -252,7 +256,8 @@ class Batch:
         self.cache: Cache | None = None
 
     def add(self, seqs: list[Sequence]) -> list[tuple[Sequence, str]]:
-        """Prefill `seqs` together in one forward pass (left-padded), sample their first tokens, join."""
+        """Prefill `seqs` together in one forward pass (left-padded; repeated prompts once), sample their first
+        tokens, join."""
         prefill = Prefill(self.engine.model, seqs)
         prefill.feed()
         return self.join(prefill)
@@ -263,17 +268,12 @@ class Batch:
         live = [i for i, s in enumerate(prefill.seqs) if not s.finished]  # a cancelled one has no row here
         if not live:
             return []
-        seqs, rows, cache, logits = (
-            [prefill.seqs[i] for i in live],
-            prefill.rows,
-            prefill.cache,
-            prefill.logits,
-        )
-        rows = [rows[i] for i in live]
+        seqs = [prefill.seqs[i] for i in live]
+        rows, cache, logits = [prefill.rows[i] for i in live], prefill.cache, prefill.logits
         if rows != list(range(cache.batch_size)):  # repeated prompts read once, or cancelled rows
             cache.keep(rows)
             logits = logits[rows]
-        room = min(128, max(s.params.max_new_tokens - len(s.token_ids) for s in seqs + self.seqs))
+        room = _room(seqs + self.seqs)
         if self.cache is None:
             self.cache = cache
         else:
