@@ -158,9 +158,9 @@ class Scheduler:
         torch.set_num_threads(self.threads)
         while True:
             with self._cond:
-                while not (
-                    self._waiting or self._prefill or self._batch.seqs or self._cancelled or self._stopping
-                ):
+                while not (self._waiting or self._batch.seqs or self._cancelled or self._stopping):
+                    if self._prefill is not None:  # a prompt still being read in chunks
+                        break
                     self._cond.wait()
                 if self._stopping:
                     return

@@ -99,7 +99,7 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        if self._cached_kernel(q, mask, cache, context, causal):
+        if self.cached_kernel(q.shape[2], q, mask, cache, context, causal):
             scale = self.scale if self.scale is not None else self.head_dim**-0.5
             y = torch.ops.tinylm.cached_attention(q, k, v, mask, scale)
         elif _STEPWISE.get() and cache is not None and mask is not None and context is None:
@@ -111,17 +111,18 @@ class Attention(nn.Module):
     CACHED_QUERIES = 16
     """Most new queries that go to tinylm's cached-attention op (decoding, speculative verification)."""
 
-    def _cached_kernel(self, q, mask, cache, context, causal: bool) -> bool:
-        """Whether tinylm's cached-attention op computes this call: a few new queries to a cache, at
-        inference, with a boolean or causal mask. It computes each query on its own, as stepwise does."""
+    def cached_kernel(self, new: int, x: torch.Tensor, mask, cache, context, causal: bool) -> bool:
+        """Whether tinylm's cached-attention op computes a call with `new` queries (`x` is any fp32 tensor of
+        the call): a few new queries to a cache, at inference, with a boolean or causal mask. It computes
+        each query on its own, as stepwise does."""
         return (
             cache is not None
             and context is None
-            and q.shape[2] <= self.CACHED_QUERIES
+            and new <= self.CACHED_QUERIES
             and self.head_dim % 16 == 0
             and (mask.dtype == torch.bool if mask is not None else causal)
             and not (self.training and self.dropout)
-            and kernels.inference(q)
+            and kernels.inference(x)
         )
 
     def _stepwise(self, q, k, v, mask) -> torch.Tensor:

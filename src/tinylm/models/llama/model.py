@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from ...errors import TinyLMError
-from .. import kernels
 from ..base import Backbone
 from ..components.attention import Attention, causal_mask
 from ..components.cache import KVCache
@@ -51,16 +50,14 @@ class Block(nn.Module):
         attn, mlp = self._modules["attn"], self._modules["mlp"]
         norms = (self._modules["attn_norm"], self._modules["mlp_norm"])
         if (
-            cache is None
-            or rotary is None
-            or x.shape[1] > attn.CACHED_QUERIES
-            or (mask is not None and mask.dtype != torch.bool)
+            rotary is None
             or self.training
             or attn.scale is not None
-            or attn.head_dim % 16
             or type(mlp) is not SwiGLU
             or not all(isinstance(n, RMSNorm) and n.eps == norms[0].eps for n in norms)
-            or not kernels.inference(x)
+            or not attn.cached_kernel(
+                x.shape[1], x, mask, cache, None, True
+            )  # the block attends with that op
         ):
             return None
         qkv, o = attn._modules.get("qkv_proj"), attn._modules["o_proj"]  # (unfused: no qkv_proj)
